@@ -1,0 +1,151 @@
+"""The audit step of write–audit–publish: blocking checks on a staged product.
+
+Each rule gives an :class:`AuditOutcome`; a failing one stops publication and
+its message names the product, the column, the rule and a sample of the
+failing rows (personal data masked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from dagmesh.product import Product
+from dagmesh.sql import ident, literal
+
+MASK = "***"
+SAMPLE_ROWS = 3
+
+
+@dataclass
+class AuditOutcome:
+    """The result of one audit rule on one product."""
+
+    check: str
+    passed: bool
+    description: str
+    violations: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def normalize_type(type_name: str) -> str:
+    """DuckDB's canonical spelling of a type (``TIMESTAMPTZ`` → ``TIMESTAMP WITH TIME ZONE``)."""
+    try:
+        return str(duckdb.sqltype(type_name))
+    except duckdb.Error:
+        return type_name.upper()
+
+
+def check_schema(product: Product, columns: list[str], types: list[str]) -> AuditOutcome:
+    """The computed result has every declared column with the declared type."""
+    found = dict(zip(columns, types, strict=True))
+    violations = []
+    for column in product.columns:
+        if column.name not in found:
+            violations.append(
+                f"{product.ref}: column {column.name!r} violates schema: missing from the result "
+                f"(result columns: {columns})"
+            )
+        elif normalize_type(found[column.name]) != normalize_type(column.type):
+            violations.append(
+                f"{product.ref}: column {column.name!r} violates schema: type is "
+                f"{found[column.name]}, the product declares {column.type}"
+            )
+    return AuditOutcome(
+        "schema",
+        not violations,
+        "declared columns present with declared types",
+        violations,
+        {"columns_checked": len(product.columns)},
+    )
+
+
+def _sample(
+    con: duckdb.DuckDBPyConnection, product: Product, data: str, where: str
+) -> list[dict[str, Any]]:
+    shown = ", ".join(
+        f"{literal(MASK)} AS {ident(c.name)}" if c.is_pii else ident(c.name)
+        for c in product.columns
+    )
+    rel = con.sql(f"SELECT {shown} FROM {data} WHERE {where} LIMIT {SAMPLE_ROWS}")
+    return [dict(zip(rel.columns, map(str, row), strict=True)) for row in rel.fetchall()]
+
+
+def check_not_null(
+    con: duckdb.DuckDBPyConnection, product: Product, data: str, rows: int
+) -> AuditOutcome | None:
+    """Columns declared ``nullable=False`` (and primary key columns) hold no NULLs."""
+    required = [c.name for c in product.columns if not c.nullable or c.name in product.primary_key]
+    if not required:
+        return None
+    counts = con.execute(
+        "SELECT "
+        + ", ".join(f"count(*) FILTER (WHERE {ident(c)} IS NULL)" for c in required)
+        + f" FROM {data}"
+    ).fetchall()[0]
+    violations = []
+    for column, nulls in zip(required, counts, strict=True):
+        if nulls:
+            sample = _sample(con, product, data, f"{ident(column)} IS NULL")
+            violations.append(
+                f"{product.ref}: column {column!r} violates not_null: {nulls} of {rows} rows "
+                f"are NULL; sample: {sample}"
+            )
+    return AuditOutcome(
+        "not_null",
+        not violations,
+        f"no NULLs in {required}",
+        violations,
+        {"columns": required},
+    )
+
+
+def check_primary_key(
+    con: duckdb.DuckDBPyConnection, product: Product, data: str, rows: int
+) -> AuditOutcome | None:
+    """The primary key identifies every row once."""
+    if not product.primary_key:
+        return None
+    key = ", ".join(ident(c) for c in product.primary_key)
+    duplicated = con.execute(
+        f"SELECT count(*), coalesce(sum(n), 0) FROM "
+        f"(SELECT count(*) AS n FROM {data} GROUP BY {key} HAVING count(*) > 1)"
+    ).fetchall()[0]
+    violations = []
+    if duplicated[0]:
+        where = f"({key}) IN (SELECT ({key}) FROM {data} GROUP BY {key} HAVING count(*) > 1)"
+        sample = _sample(con, product, data, where)
+        violations.append(
+            f"{product.ref}: column {'+'.join(product.primary_key)!r} violates primary_key: "
+            f"{duplicated[0]} key values occur more than once ({duplicated[1]} of {rows} rows); "
+            f"sample: {sample}"
+        )
+    return AuditOutcome(
+        "primary_key",
+        not violations,
+        f"{product.primary_key} is unique",
+        violations,
+        {"duplicate_keys": int(duplicated[0])},
+    )
+
+
+def audit_staged(
+    con: duckdb.DuckDBPyConnection, product: Product, data_file: Path, rows: int
+) -> list[AuditOutcome]:
+    """Run the row-level rules over the staged Parquet file."""
+    data = f"read_parquet({literal(data_file)})"
+    outcomes = [check_not_null(con, product, data, rows), check_primary_key(con, product, data, rows)]
+    return [o for o in outcomes if o is not None]
+
+
+def check_names(product: Product) -> list[str]:
+    """The names of the audit checks a product gets (one Dagster asset check each)."""
+    names = ["schema"]
+    if product.primary_key or any(not c.nullable for c in product.columns):
+        names.append("not_null")
+    if product.primary_key:
+        names.append("primary_key")
+    return names

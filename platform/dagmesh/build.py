@@ -1,0 +1,176 @@
+"""Write–audit–publish of one product, independent of Dagster.
+
+1. attach inputs: consumed products from their published versions, landing
+   sources through shape checks and quarantine;
+2. compute (SQL or Python) inside this step's DuckDB;
+3. write the declared columns to a staging Parquet file;
+4. audit the staged data (schema, not-null, primary key);
+5. publish atomically, or discard the staging folder and leave the last good
+   version in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+import duckdb
+
+from dagmesh.audit import AuditOutcome, audit_staged, check_schema
+from dagmesh.context import ProductContext
+from dagmesh.landing import REJECT_REASON, SourceFileError, attach_landing, diagnose
+from dagmesh.product import Product
+from dagmesh.resources import MeshStorage
+from dagmesh.sql import ident, literal
+from dagmesh.storage import DATA_FILE, PortNotPublishedError
+
+PREVIEW_ROWS = 5
+
+
+class UpstreamNotPublishedError(RuntimeError):
+    """A consumed product has never been published."""
+
+
+@dataclass
+class BuildResult:
+    """What building one product produced."""
+
+    product: Product
+    outcomes: list[AuditOutcome]
+    version: str | None = None
+    rows: int = 0
+    inputs: dict[str, str] = field(default_factory=dict)
+    quarantined: dict[str, dict[str, int]] = field(default_factory=dict)
+    source_files: int = 0
+    preview: list[dict[str, str]] = field(default_factory=list)
+    port_file: str | None = None
+
+    @property
+    def published(self) -> bool:
+        """True when the new version became the output port."""
+        return self.version is not None
+
+    @property
+    def failure_message(self) -> str:
+        """Every violation, one per line."""
+        return "\n".join(v for o in self.outcomes if not o.passed for v in o.violations)
+
+
+def _attach_upstream(
+    con: duckdb.DuckDBPyConnection, product: Product, mesh: MeshStorage
+) -> dict[str, str]:
+    versions = {}
+    for alias, ref in product.consumes.items():
+        domain, name = ref.split("/")
+        try:
+            version = mesh.port(domain, name).require_current()
+        except PortNotPublishedError as error:
+            raise UpstreamNotPublishedError(
+                f"{product.ref} consumes {ref}, which has no published version yet; "
+                f"run `dagmesh materialize {product.ref} --with-upstream`"
+            ) from error
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {ident(alias)} AS "
+            f"SELECT * FROM read_parquet({literal(version.data_file)})"
+        )
+        versions[ref] = version.version
+    return versions
+
+
+def _compute(ctx: ProductContext) -> duckdb.DuckDBPyRelation:
+    product = ctx.product
+    if product.sql is not None:
+        return ctx.con.sql(product.sql)
+    result = product.compute(ctx)
+    if isinstance(result, duckdb.DuckDBPyRelation):
+        return result
+    if result is None:
+        raise TypeError(f"{product.ref}: the compute function returned nothing")
+    # pandas DataFrame or pyarrow Table: let DuckDB scan it in place.
+    ctx.con.register("__python_result", result)
+    return ctx.con.table("__python_result")
+
+
+def _quarantine_counts(con: duckdb.DuckDBPyConnection, scans) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for scan in scans:
+        if scan.quarantine_file is None:
+            continue
+        rows = con.sql(
+            f"SELECT {REJECT_REASON}, count(*) FROM read_parquet({literal(scan.quarantine_file)}) "
+            f"GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+        counts[scan.alias] = {reason: n for reason, n in rows}
+    return counts
+
+
+def _preview(con: duckdb.DuckDBPyConnection, product: Product, data_file) -> list[dict[str, str]]:
+    shown = ", ".join(
+        f"'***' AS {ident(c.name)}" if c.is_pii else f"{ident(c.name)}::VARCHAR" for c in product.columns
+    )
+    rel = con.sql(f"SELECT {shown} FROM read_parquet({literal(data_file)}) LIMIT {PREVIEW_ROWS}")
+    return [
+        {c: "NULL" if v is None else v for c, v in zip(rel.columns, row, strict=True)}
+        for row in rel.fetchall()
+    ]
+
+
+def build_product(
+    product: Product,
+    mesh: MeshStorage,
+    run_id: str,
+    log: logging.Logger | logging.LoggerAdapter | None = None,
+) -> BuildResult:
+    """Compute, stage, audit and (if every audit passes) publish one product."""
+    log = log or logging.getLogger("dagmesh")
+    port = mesh.port(product.domain, product.name)
+    staging = port.start_staging(run_id)
+    con = mesh.connect(product.domain)
+    try:
+        inputs = _attach_upstream(con, product, mesh)
+        scans = [
+            attach_landing(
+                con, product.ref, alias, source, mesh.landing_path, staging / "quarantine"
+            )
+            for alias, source in product.sources.items()
+        ]
+        ctx = ProductContext(product, con, run_id, mesh.domain_dir(product.domain), log)
+        try:
+            relation = _compute(ctx)
+            schema = check_schema(product, relation.columns, [str(t) for t in relation.types])
+            result = BuildResult(product, [schema], inputs=inputs)
+            if not schema.passed:
+                return result
+            data_file = staging / DATA_FILE
+            columns = ", ".join(ident(c.name) for c in product.columns)
+            relation.select(columns).write_parquet(str(data_file), compression="zstd")
+        except duckdb.Error:
+            for scan in scans:
+                diagnose(con, product.ref, product.sources[scan.alias], scan.files)
+            raise
+        result.rows = con.execute(
+            f"SELECT count(*) FROM read_parquet({literal(data_file)})"
+        ).fetchall()[0][0]
+        result.outcomes += audit_staged(con, product, data_file, result.rows)
+        result.quarantined = _quarantine_counts(con, scans)
+        result.source_files = sum(len(s.files) for s in scans)
+        if not all(o.passed for o in result.outcomes):
+            return result
+        record = {
+            "rows": result.rows,
+            "columns": {c.name: c.type for c in product.columns},
+            "inputs": inputs,
+            "quarantined": result.quarantined,
+            "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        result.version = port.publish(staging, run_id, record, keep=mesh.keep_versions)
+        current = port.require_current()
+        result.port_file = str(port.current_link / DATA_FILE)
+        result.preview = _preview(con, product, current.data_file)
+        return result
+    finally:
+        con.close()
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+

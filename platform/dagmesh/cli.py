@@ -1,0 +1,145 @@
+"""The ``dagmesh`` command line."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dagmesh import config
+
+app = typer.Typer(help="dagmesh: a data mesh on Dagster.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def parse_scale(text: str) -> int:
+    """``10000``, ``250k``, ``1M`` or ``10M`` → a number of orders."""
+    factors = {"k": 1_000, "m": 1_000_000}
+    text = text.strip().lower().replace("_", "")
+    factor = factors.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in factors else text
+    try:
+        value = int(float(number) * factor)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number of orders (e.g. 10000, 1M)") from None
+    if value < 100:
+        raise typer.BadParameter("the scale is at least 100 orders")
+    return value
+
+
+def _generator():
+    settings = tomllib.loads((config.project_root() / "pyproject.toml").read_text())
+    target = settings.get("tool", {}).get("dagmesh", {}).get("generator")
+    if not target:
+        raise typer.BadParameter("no [tool.dagmesh] generator in pyproject.toml")
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+@app.command()
+def generate(
+    scale: Annotated[str, typer.Option(help="Number of orders: 10000, 1M, 10M")] = "10000",
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same files")] = 42,
+) -> None:
+    """Write the sample business's source files into the landing area."""
+    orders = parse_scale(scale)
+    landing = config.landing_dir()
+    generate_sources = _generator()
+    with _progress() as progress:
+        task = progress.add_task(f"generating {orders:,} orders", total=100)
+
+        def report(step: str, fraction: float) -> None:
+            progress.update(task, completed=round(fraction * 100), description=step)
+
+        truth = generate_sources(landing, scale=orders, seed=seed, progress=report)
+        progress.update(task, completed=100, description="sources generated")
+    console.print(f"landing: {landing} ({truth.get('orders', orders):,} orders)")
+
+
+@app.command()
+def materialize(
+    products: Annotated[list[str] | None, typer.Argument(help="DOMAIN/PRODUCT names")] = None,
+    all_products: Annotated[bool, typer.Option("--all", help="Every product of every domain")] = False,
+    with_upstream: Annotated[
+        bool, typer.Option("--with-upstream", help="Also what they need, in other domains too")
+    ] = False,
+) -> None:
+    """Materialize products across domains, in dependency order, as Dagster runs."""
+    from dagmesh.runner import MaterializeError
+    from dagmesh.runner import materialize as run_backfill
+
+    products = products or []
+    if not products and not all_products:
+        raise typer.BadParameter("name products (DOMAIN/PRODUCT) or pass --all")
+    if products and all_products:
+        raise typer.BadParameter("give either --all or product names, not both")
+    reported: set[str] = set()
+    with _progress() as progress:
+        task = progress.add_task("loading the workspace", total=None)
+
+        def report(done: list[str], failed: list[str], total: int) -> None:
+            for ref in sorted(set(done) - reported):
+                progress.console.print(f"[green]✓[/] {ref}")
+            for ref in sorted(set(failed) - reported):
+                progress.console.print(f"[red]✗[/] {ref}")
+            reported.update(done, failed)
+            progress.update(
+                task, total=total, completed=len(done) + len(failed), description="materializing"
+            )
+
+        try:
+            outcome = run_backfill(products, with_upstream=with_upstream, on_progress=report)
+        except MaterializeError as error:
+            console.print(f"[red]error:[/] {error}")
+            raise typer.Exit(2) from None
+    console.print(f"backfill {outcome.backfill_id}: {len(outcome.run_ids)} runs")
+    if outcome.success:
+        console.print(f"[green]materialized {len(outcome.materialized)} products[/]")
+        return
+    for failure in outcome.failures:
+        console.print(f"[red]FAILED[/] {failure.product} in run {failure.run_id}:\n{failure.message}")
+    if outcome.not_run:
+        console.print(f"[yellow]not run (upstream failed):[/] {', '.join(outcome.not_run)}")
+    raise typer.Exit(1)
+
+
+@app.command()
+def dev(
+    scale: Annotated[str, typer.Option(help="Orders to generate when the landing is empty")] = "10000",
+    port: Annotated[int, typer.Option(help="Port of the Dagster UI")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface of the Dagster UI")] = "127.0.0.1",
+) -> None:
+    """Generate sources (if missing), materialize the whole mesh, serve the Dagster UI."""
+    from dagmesh.instance import ensure_dagster_home, quiet_tools
+
+    if not (config.landing_dir() / "_truth.json").exists():
+        generate(scale=scale, seed=42)
+    materialize(products=None, all_products=True, with_upstream=False)
+    quiet_tools()
+    ensure_dagster_home()
+    workspace = str(config.workspace_file())
+    command = ["dagster", "dev", "-w", workspace, "-h", host, "-p", str(port)]
+    console.print(f"serving the Dagster UI on http://{host}:{port} ({' '.join(command)})")
+    dagster = Path(sys.executable).with_name("dagster")
+    os.execv(str(dagster), [str(dagster), *command[1:]])
+
+
+if __name__ == "__main__":
+    app()

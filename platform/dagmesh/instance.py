@@ -1,0 +1,38 @@
+"""The Dagster instance of the embedded mesh: SQLite storage under DAGMESH_HOME."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagmesh import config
+
+# The embedded default: runs start at once (no queue daemon needed for the
+# CLI), and the automation/sensor daemons are on when `dagster dev` runs.
+EMBEDDED_DAGSTER_YAML = """\
+# Written by dagmesh for the embedded default (SQLite under DAGMESH_HOME).
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: DefaultRunCoordinator
+telemetry:
+  enabled: false
+"""
+
+
+def ensure_dagster_home() -> Path:
+    """Set DAGSTER_HOME (default ``$DAGMESH_HOME/dagster``) and give it a
+    dagster.yaml if it has none. Returns the folder."""
+    home = config.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists():
+        settings.write_text(EMBEDDED_DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def quiet_tools() -> None:
+    """No network calls from dbt at run time, no telemetry."""
+    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    os.environ.setdefault("DBT_VERSION_CHECK", "false")
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")

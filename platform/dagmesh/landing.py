@@ -1,0 +1,158 @@
+"""Reading raw source files: shape checks, quarantine of unusable rows, and
+clear errors for malformed files."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from dagmesh.product import Landing
+from dagmesh.sql import ident, literal, path_list
+
+REJECT_REASON = "_reject_reason"
+SOURCE_FILE = "_source_file"
+
+
+class SourceFileError(RuntimeError):
+    """A landing file cannot be read: names the product, the file and the problem."""
+
+
+@dataclass
+class LandingScan:
+    """What one product read from one landing source."""
+
+    alias: str
+    files: list[Path]
+    quarantine_file: Path | None
+
+
+def landing_files(landing_root: Path, source: Landing) -> list[Path]:
+    """The files of a landing source, in name order."""
+    folder = landing_root / source.path
+    return sorted(folder.glob(f"*{source.suffix}")) if folder.is_dir() else []
+
+
+def _reader(source: Landing, files: list[Path], with_file_name: bool = True) -> str:
+    columns = "{" + ", ".join(f"{literal(n)}: {literal(t)}" for n, t in source.column_types.items()) + "}"
+    file_name = f", filename = {literal(SOURCE_FILE)}" if with_file_name else ""
+    paths = path_list(files)
+    if source.format == "csv":
+        return (
+            f"read_csv({paths}, header = true, auto_detect = false, delim = ',', quote = '\"', "
+            f"escape = '\"', strict_mode = true, columns = {columns}{file_name})"
+        )
+    if source.format == "json":
+        return (
+            f"read_json({paths}, format = 'newline_delimited', columns = {columns}"
+            f"{file_name})"
+        )
+    return f"read_parquet({paths}{file_name})"
+
+
+def _file_columns(con: duckdb.DuckDBPyConnection, source: Landing, file: Path) -> list[str]:
+    if source.format == "csv":
+        with open(file, encoding="utf-8", newline="") as handle:
+            return next(csv.reader(handle), [])
+    if source.format == "json":
+        query = f"DESCRIBE SELECT * FROM read_json({literal(file)}, format = 'newline_delimited')"
+    else:
+        query = f"DESCRIBE SELECT * FROM read_parquet({literal(file)})"
+    return [row[0] for row in con.execute(query).fetchall()]
+
+
+def _problem(error: Exception) -> str:
+    text = str(error).strip()
+    if isinstance(error, UnicodeDecodeError):
+        return f"not valid UTF-8 ({error.reason} at byte {error.start})"
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_file_shape(
+    con: duckdb.DuckDBPyConnection, product_ref: str, source: Landing, file: Path
+) -> None:
+    """Raise SourceFileError unless ``file`` has exactly the expected columns."""
+    expected = list(source.column_types)
+    try:
+        found = _file_columns(con, source, file)
+    except (duckdb.Error, UnicodeDecodeError, OSError) as error:
+        raise SourceFileError(f"{product_ref}: cannot read {file}: {_problem(error)}") from error
+    ordered = source.format == "csv"
+    if (found != expected) if ordered else (set(found) != set(expected)):
+        missing = [c for c in expected if c not in found]
+        extra = [c for c in found if c not in expected]
+        raise SourceFileError(
+            f"{product_ref}: {file} has the wrong columns: expected {expected}, found {found}"
+            f" (missing {missing}, unexpected {extra})"
+        )
+
+
+def diagnose(
+    con: duckdb.DuckDBPyConnection, product_ref: str, source: Landing, files: list[Path]
+) -> None:
+    """Read every file in full on its own; raise SourceFileError for the first
+    one that fails. Used after a bulk read failed, to name the culprit."""
+    for file in files:
+        widths = ", ".join(f"max(length({ident(c)}::VARCHAR))" for c in source.column_types)
+        try:
+            con.execute(f"SELECT count(*), {widths} FROM {_reader(source, [file], False)}").fetchall()
+        except duckdb.Error as error:
+            raise SourceFileError(
+                f"{product_ref}: malformed file {file}: {_problem(error)}"
+            ) from error
+
+
+def attach_landing(
+    con: duckdb.DuckDBPyConnection,
+    product_ref: str,
+    alias: str,
+    source: Landing,
+    landing_root: Path,
+    quarantine_dir: Path,
+) -> LandingScan:
+    """Expose a landing source as the view ``alias`` holding its usable rows.
+
+    Checks every file's columns first, writes the rows matching a
+    ``reject_if`` rule to ``quarantine_dir/<alias>.parquet`` with their
+    reason and file, and leaves the rest (plus ``_source_file``) in the view.
+    """
+    files = landing_files(landing_root, source)
+    if not files:
+        raise SourceFileError(
+            f"{product_ref}: no {source.format} files (*{source.suffix}) in "
+            f"{landing_root / source.path}; run `dagmesh generate` or deliver the source files"
+        )
+    for file in files:
+        check_file_shape(con, product_ref, source, file)
+
+    raw = ident(f"__raw_{alias}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {raw} AS SELECT * FROM {_reader(source, files)}")
+    if not source.reject_if:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(alias)} AS SELECT * FROM {raw}")
+        return LandingScan(alias, files, None)
+
+    cases = " ".join(
+        f"WHEN ({predicate}) THEN {literal(reason)}" for reason, predicate in source.reject_if.items()
+    )
+    judged = ident(f"__judged_{alias}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {judged} AS "
+        f"SELECT *, CASE {cases} END AS {REJECT_REASON} FROM {raw}"
+    )
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    quarantine_file = quarantine_dir / f"{alias}.parquet"
+    try:
+        con.execute(
+            f"COPY (SELECT * FROM {judged} WHERE {REJECT_REASON} IS NOT NULL) "
+            f"TO {literal(quarantine_file)} (FORMAT parquet)"
+        )
+    except duckdb.Error:
+        diagnose(con, product_ref, source, files)
+        raise
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {ident(alias)} AS "
+        f"SELECT * EXCLUDE ({REJECT_REASON}) FROM {judged} WHERE {REJECT_REASON} IS NULL"
+    )
+    return LandingScan(alias, files, quarantine_file)

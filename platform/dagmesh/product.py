@@ -1,0 +1,259 @@
+"""How a domain describes its data products.
+
+A domain engineer writes what a product *is* (its name, owner, description,
+the columns it publishes, where its data comes from and how it is computed);
+:mod:`dagmesh.assets` turns that description into a Dagster asset.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+
+Format = Literal["csv", "json", "parquet"]
+Access = Literal["public", "internal", "private"]
+
+
+def check_identifier(value: str, what: str) -> str:
+    """Return ``value`` if it is a safe lower-case identifier, else raise ValueError."""
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise ValueError(
+            f"{what} {value!r} is not a valid name: use lower-case letters, digits and "
+            "underscores, starting with a letter"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column a product publishes: its name, DuckDB type and meaning.
+
+    ``classification`` says how sensitive the values are (``pii`` for personal
+    data); ``nullable=False`` makes NULLs a blocking audit failure.
+    """
+
+    name: str
+    type: str
+    description: str
+    nullable: bool = True
+    classification: str | None = None
+
+    def __post_init__(self) -> None:
+        check_identifier(self.name, "column")
+
+    @property
+    def is_pii(self) -> bool:
+        """True when the column holds personal data."""
+        return self.classification == "pii"
+
+
+def pii(name: str, type: str, description: str, nullable: bool = True) -> Column:
+    """A column of personal data (name, email, phone, address...)."""
+    return Column(name, type, description, nullable=nullable, classification="pii")
+
+
+@dataclass(frozen=True)
+class Landing:
+    """Raw files a source system drops under ``$DAGMESH_HOME/landing/<path>``.
+
+    ``columns`` are the columns every file must have (a list means all
+    VARCHAR, as raw CSV is read). ``reject_if`` maps a quarantine reason to a
+    SQL predicate over the raw row: matching rows are set aside with that
+    reason instead of being used, and counted.
+    """
+
+    path: str
+    format: Format
+    columns: Mapping[str, str] | Sequence[str]
+    reject_if: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def column_types(self) -> dict[str, str]:
+        """Expected column name → DuckDB type."""
+        if isinstance(self.columns, Mapping):
+            return dict(self.columns)
+        return {name: "VARCHAR" for name in self.columns}
+
+    @property
+    def suffix(self) -> str:
+        """The file ending of this format."""
+        return {"csv": ".csv", "json": ".jsonl", "parquet": ".parquet"}[self.format]
+
+
+@dataclass
+class Product:
+    """A data product: one Dagster asset with key ``[domain, name]`` and a
+    published, versioned output port.
+
+    Exactly one of ``sql`` (a query run inside DuckDB, where every name in
+    ``consumes`` and ``sources`` is a table) or ``compute`` (a Python function
+    taking a :class:`dagmesh.context.ProductContext`) says how it is built.
+    """
+
+    domain: str
+    name: str
+    description: str
+    columns: list[Column]
+    owner: str
+    sql: str | None = None
+    compute: Callable[..., Any] | None = None
+    consumes: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, Landing] = field(default_factory=dict)
+    primary_key: list[str] = field(default_factory=list)
+    access: Access = "public"
+    tags: dict[str, str] = field(default_factory=dict)
+    defined_at: tuple[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        check_identifier(self.domain, "domain")
+        check_identifier(self.name, "product")
+        if (self.sql is None) == (self.compute is None):
+            raise ValueError(f"{self.ref}: give exactly one of sql= or compute=")
+        if not self.columns:
+            raise ValueError(f"{self.ref}: declare the columns it publishes")
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.ref}: a column is declared twice in {names}")
+        for key in self.primary_key:
+            if key not in names:
+                raise ValueError(f"{self.ref}: primary key column {key!r} is not declared")
+        for alias in [*self.consumes, *self.sources]:
+            check_identifier(alias, f"{self.ref}: input")
+        if overlap := set(self.consumes) & set(self.sources):
+            raise ValueError(f"{self.ref}: {sorted(overlap)} named both as product and source")
+
+    @property
+    def ref(self) -> str:
+        """The product's name in the mesh: ``domain/name``."""
+        return f"{self.domain}/{self.name}"
+
+    @property
+    def key_path(self) -> list[str]:
+        """The Dagster asset key path."""
+        return [self.domain, self.name]
+
+    @property
+    def kind(self) -> str:
+        """``sql`` or ``python``."""
+        return "sql" if self.sql is not None else "python"
+
+
+def _caller_location(depth: int = 2) -> tuple[str, int]:
+    frame = inspect.stack()[depth]
+    return frame.filename, frame.lineno
+
+
+class Domain:
+    """A business domain: owns products, an owner team and a storage area.
+
+    Its products become one Dagster code location via :meth:`definitions`.
+    Inputs are named ``"domain/product"``; a bare ``"product"`` means one of
+    this domain's own products.
+    """
+
+    def __init__(self, name: str, owner: str, description: str) -> None:
+        self.name = check_identifier(name, "domain")
+        self.owner = owner
+        self.description = description
+        self.products: dict[str, Product] = {}
+
+    def __repr__(self) -> str:
+        return f"Domain({self.name!r}, products={list(self.products)})"
+
+    def _add(self, product: Product) -> Product:
+        if product.name in self.products:
+            raise ValueError(f"{product.ref} is declared twice")
+        self.products[product.name] = product
+        return product
+
+    def _qualify(self, consumes: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
+        if consumes is None:
+            return {}
+        pairs = consumes.items() if isinstance(consumes, Mapping) else (
+            (ref.rsplit("/", 1)[-1], ref) for ref in consumes
+        )
+        return {alias: ref if "/" in ref else f"{self.name}/{ref}" for alias, ref in pairs}
+
+    def sql_product(
+        self,
+        name: str,
+        *,
+        description: str,
+        columns: Sequence[Column],
+        sql: str,
+        consumes: Mapping[str, str] | Sequence[str] | None = None,
+        sources: Mapping[str, Landing] | None = None,
+        primary_key: str | Sequence[str] = (),
+        owner: str | None = None,
+        access: Access = "public",
+        tags: Mapping[str, str] | None = None,
+    ) -> Product:
+        """Declare a product computed by one SQL query inside DuckDB."""
+        return self._add(
+            Product(
+                domain=self.name,
+                name=name,
+                description=description,
+                columns=list(columns),
+                owner=owner or self.owner,
+                sql=sql,
+                consumes=self._qualify(consumes),
+                sources=dict(sources or {}),
+                primary_key=[primary_key] if isinstance(primary_key, str) else list(primary_key),
+                access=access,
+                tags=dict(tags or {}),
+                defined_at=_caller_location(),
+            )
+        )
+
+    def python_product(
+        self,
+        name: str | None = None,
+        *,
+        description: str,
+        columns: Sequence[Column],
+        consumes: Mapping[str, str] | Sequence[str] | None = None,
+        sources: Mapping[str, Landing] | None = None,
+        primary_key: str | Sequence[str] = (),
+        owner: str | None = None,
+        access: Access = "public",
+        tags: Mapping[str, str] | None = None,
+    ) -> Callable[[Callable[..., Any]], Product]:
+        """Decorator: declare a product computed by a Python function.
+
+        The function takes a :class:`~dagmesh.context.ProductContext` and
+        returns a DuckDB relation, a pandas DataFrame or a pyarrow Table.
+        """
+
+        def register(fn: Callable[..., Any]) -> Product:
+            return self._add(
+                Product(
+                    domain=self.name,
+                    name=name or fn.__name__,
+                    description=description,
+                    columns=list(columns),
+                    owner=owner or self.owner,
+                    compute=fn,
+                    consumes=self._qualify(consumes),
+                    sources=dict(sources or {}),
+                    primary_key=(
+                        [primary_key] if isinstance(primary_key, str) else list(primary_key)
+                    ),
+                    access=access,
+                    tags=dict(tags or {}),
+                    defined_at=(inspect.getsourcefile(fn) or "", fn.__code__.co_firstlineno),
+                )
+            )
+
+        return register
+
+    def definitions(self, **kwargs: Any):
+        """The Dagster ``Definitions`` of this domain's code location."""
+        from dagmesh.definitions import domain_definitions
+
+        return domain_definitions(self, **kwargs)

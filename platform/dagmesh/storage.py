@@ -1,0 +1,181 @@
+"""Output ports: each product's published, immutable, versioned Parquet data.
+
+Layout under ``$DAGMESH_HOME/domains/<domain>/`` (only that domain writes it)::
+
+    ports/<product>/versions/<version>/data.parquet     the published rows
+    ports/<product>/versions/<version>/quarantine/*.parquet   rows set aside
+    ports/<product>/versions/<version>/version.json     what the version is
+    ports/<product>/current -> versions/<version>       the output port
+    staging/<product>/<run>-<pid>/                      work in progress
+
+Publishing is one ``rename`` of a finished staging folder into ``versions/``
+and one atomic replace of the ``current`` symlink, so a reader sees either
+the previous version or the new one, never a partial write; a killed run
+leaves only a staging folder, swept by the next run. Readers open a version
+folder, never a database file another process holds, so no read ever waits
+on a DuckDB lock. Plain DuckDB reads a port with no dagmesh code::
+
+    SELECT * FROM '$DAGMESH_HOME/domains/sales/ports/orders/current/data.parquet'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DATA_FILE = "data.parquet"
+VERSION_FILE = "version.json"
+
+
+class PortNotPublishedError(RuntimeError):
+    """A product was read before any version of it was published."""
+
+
+@dataclass(frozen=True)
+class PublishedVersion:
+    """One immutable published version of a product."""
+
+    version: str
+    path: Path
+
+    @property
+    def data_file(self) -> Path:
+        """The Parquet file holding the version's rows."""
+        return self.path / DATA_FILE
+
+    def info(self) -> dict[str, Any]:
+        """The version's record (run, row count, columns, inputs, time)."""
+        return json.loads((self.path / VERSION_FILE).read_text())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def new_version_id(run_id: str) -> str:
+    """A sortable, unique version id: UTC time to the microsecond + run id."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now % 1 * 1e6):06d}Z"
+    return f"{stamp}-{run_id[:8]}"
+
+
+class OutputPort:
+    """The storage of one product: staging, published versions, the current pointer."""
+
+    def __init__(self, home: Path, domain: str, product: str) -> None:
+        self.domain = domain
+        self.product = product
+        self.domain_dir = Path(home) / "domains" / domain
+        self.root = self.domain_dir / "ports" / product
+        self.versions_dir = self.root / "versions"
+        self.current_link = self.root / "current"
+        self.staging_root = self.domain_dir / "staging" / product
+
+    @property
+    def ref(self) -> str:
+        """``domain/product``."""
+        return f"{self.domain}/{self.product}"
+
+    def current(self) -> PublishedVersion | None:
+        """The version consumers read now, or None before the first publish."""
+        try:
+            target = os.readlink(self.current_link)
+        except FileNotFoundError:
+            return None
+        path = (self.root / target).resolve()
+        return PublishedVersion(path.name, path)
+
+    def require_current(self) -> PublishedVersion:
+        """The current version; raises PortNotPublishedError when there is none."""
+        version = self.current()
+        if version is None:
+            raise PortNotPublishedError(f"{self.ref} has no published version yet")
+        return version
+
+    def versions(self) -> list[PublishedVersion]:
+        """Every kept published version, oldest first."""
+        if not self.versions_dir.is_dir():
+            return []
+        return [
+            PublishedVersion(p.name, p)
+            for p in sorted(self.versions_dir.iterdir())
+            if (p / VERSION_FILE).is_file()
+        ]
+
+    def start_staging(self, run_id: str) -> Path:
+        """A fresh staging folder for this process; sweeps folders left by dead runs."""
+        self.staging_root.mkdir(parents=True, exist_ok=True)
+        for leftover in self.staging_root.iterdir():
+            pid = leftover.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or not _pid_alive(int(pid)):
+                shutil.rmtree(leftover, ignore_errors=True)
+        staging = self.staging_root / f"{run_id}-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        return staging
+
+    def publish(self, staging: Path, run_id: str, record: dict[str, Any], keep: int) -> str:
+        """Atomically make ``staging`` (holding data.parquet) the current version.
+
+        Writes the version record, renames the folder into ``versions/``,
+        swaps the ``current`` symlink and keeps the newest ``keep`` versions.
+        Returns the new version id.
+        """
+        if not (staging / DATA_FILE).is_file():
+            raise FileNotFoundError(f"{self.ref}: staging {staging} holds no {DATA_FILE}")
+        version = new_version_id(run_id)
+        record = {"product": self.ref, "version": version, "run_id": run_id, **record}
+        _write_atomically(staging / VERSION_FILE, json.dumps(record, indent=2, default=str))
+        _fsync_dir(staging)
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        final = self.versions_dir / version
+        os.rename(staging, final)
+        _fsync_dir(self.versions_dir)
+        tmp_link = self.root / f".current-{os.getpid()}"
+        if tmp_link.is_symlink():
+            tmp_link.unlink()
+        os.symlink(Path("versions") / version, tmp_link)
+        os.replace(tmp_link, self.current_link)
+        _fsync_dir(self.root)
+        self.prune(keep)
+        return version
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete all but the newest ``keep`` versions (never the current one)."""
+        keep = max(keep, 1)
+        current = self.current()
+        removed = []
+        for old in self.versions()[:-keep]:
+            if current and old.path == current.path:
+                continue
+            shutil.rmtree(old.path, ignore_errors=True)
+            removed.append(old.version)
+        return removed
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
