@@ -2,8 +2,8 @@
 
 See ``source_systems/README.md`` for the contract. Everything row-shaped is
 generated inside DuckDB from ``range(n)`` with hash-based pseudo-randomness
-(``hash(key, seed, salt)``, deterministic across connections and processes for
-a given DuckDB build); Faker only builds small vocabularies (names, streets,
+(``hash(hash(key, seed, salt))``, deterministic across connections and
+processes for a given DuckDB build); Faker only builds small vocabularies (names, streets,
 cities, SKUs) that the SQL picks from. Each table is written with
 ``COPY (... ORDER BY <total order>)`` part by part, so the same scale and seed
 give byte-identical files.
@@ -20,7 +20,6 @@ import random
 import re
 import shutil
 import tempfile
-import time
 import unicodedata
 from collections.abc import Callable
 from decimal import Decimal
@@ -68,6 +67,10 @@ REFUND_LATE_SHARE = 0.40  # of delayed orders
 REFUND_DAMAGED_SHARE = 0.005  # of on-time delivered orders
 REFUND_COMMA_SHARE = 0.15
 REFUND_DEFECT_SHARE = 0.002
+
+#: DuckDB threads used for generation (None: DuckDB's default, the number of cores). The
+#: output does not depend on it; tests set it to prove that.
+THREADS: int | None = None
 
 # rows per file are kept at or below ~1,000,000 by chunking on the driving key
 ORDERS_CHUNK = 580_000  # orders per chunk; ~1.6 events per order plus lates of the previous chunk
@@ -129,10 +132,13 @@ def _cents_to_float(cents: int | None) -> float:
 def _macros(seed: int) -> list[str]:
     s = int(seed)
     return [
-        # uniform double in [0, 1) and integer in [0, n) from (key, seed, salt)
-        f"CREATE MACRO rnd(k, salt) AS "
-        f"(hash(k, {s}::BIGINT, salt) >> 11)::DOUBLE / 9007199254740992.0",
-        f"CREATE MACRO rint(k, salt, n) AS (hash(k, {s}::BIGINT, salt) % (n)::UBIGINT)::BIGINT",
+        # 64 pseudo-random bits from (key, seed, salt). DuckDB combines the hashes of
+        # several arguments by a cheap combine, so streams with different salts would be
+        # correlated; hashing the combined hash again decorrelates them.
+        f"CREATE MACRO h64(k, salt) AS hash(hash(k, {s}::BIGINT, salt))",
+        # uniform double in [0, 1) and uniform integer in [0, n)
+        "CREATE MACRO rnd(k, salt) AS (h64(k, salt) >> 11)::DOUBLE / 9007199254740992.0",
+        "CREATE MACRO rint(k, salt, n) AS (h64(k, salt) % (n)::UBIGINT)::BIGINT",
         f"CREATE MACRO uts(sec) AS make_timestamp(({EPOCH_2026}::BIGINT + (sec)) * 1000000)",
         "CREATE MACRO udate(day) AS DATE '2026-01-01' + (day)::INTEGER",
         "CREATE MACRO iso_z(sec) AS strftime(uts(sec), '%Y-%m-%dT%H:%M:%SZ')",
@@ -156,10 +162,29 @@ def _macros(seed: int) -> list[str]:
     ]
 
 
+def _stable_faker(locale: str) -> Faker:
+    """A Faker whose element lists do not depend on PYTHONHASHSEED.
+
+    Some providers build their lists from sets at import time (e.g. ``it_IT``
+    cities), so their order, and hence what a seeded Faker draws, differs from
+    process to process. Sorting every list of strings on the provider instances
+    makes the draws depend on the seed only.
+    """
+    fk = Faker(locale)
+    for provider in fk.providers:
+        for name in dir(type(provider)):
+            if name.startswith("_"):
+                continue
+            value = getattr(type(provider), name, None)
+            if isinstance(value, list) and value and all(isinstance(x, str) for x in value):
+                setattr(provider, name, sorted(value))
+    return fk
+
+
 def _vocabularies(seed: int) -> dict[str, pa.Table]:
     """Small seeded vocabularies that the SQL picks from."""
     Faker.seed(seed)
-    fakers = {code: Faker(locale) for code, locale, _, _ in COUNTRIES}
+    fakers = {code: _stable_faker(locale) for code, locale, _, _ in COUNTRIES}
     first: list[str] = []
     last: list[str] = []
     for code, *_ in COUNTRIES:
@@ -168,12 +193,14 @@ def _vocabularies(seed: int) -> dict[str, pa.Table]:
         last += [fk.unique.last_name() for _ in range(NAMES_PER_LOCALE)]
     first = list(dict.fromkeys(first))
     last = list(dict.fromkeys(last))
-    cities: list[tuple[int, str]] = []
-    streets: list[tuple[int, str]] = []
-    for ci, (code, *_) in enumerate(COUNTRIES):
+    # per country a block of CITIES_PER_COUNTRY cities / STREETS_PER_COUNTRY streets,
+    # so the SQL picks index country * block + k
+    cities: list[str] = []
+    streets: list[str] = []
+    for code, *_ in COUNTRIES:
         fk = fakers[code]
-        cities += [(ci, fk.unique.city()) for _ in range(CITIES_PER_COUNTRY)]
-        streets += [(ci, fk.unique.street_name()) for _ in range(STREETS_PER_COUNTRY)]
+        cities += [fk.unique.city() for _ in range(CITIES_PER_COUNTRY)]
+        streets += [fk.unique.street_name() for _ in range(STREETS_PER_COUNTRY)]
     sku_faker = fakers["DE"]
     skus = [
         sku_faker.unique.bothify("??-####", letters="ABCDEFGHJKLMNPQRSTUVWXYZ")
@@ -200,20 +227,8 @@ def _vocabularies(seed: int) -> dict[str, pa.Table]:
                 "ascii": [_ascii_word(x) for x in last],
             }
         ),
-        "v_city": pa.table(
-            {
-                "idx": [c * CITIES_PER_COUNTRY + j % CITIES_PER_COUNTRY for j, (c, _) in
-                        enumerate(cities)],
-                "name": [n for _, n in cities],
-            }
-        ),
-        "v_street": pa.table(
-            {
-                "idx": [c * STREETS_PER_COUNTRY + j % STREETS_PER_COUNTRY for j, (c, _) in
-                        enumerate(streets)],
-                "name": [n for _, n in streets],
-            }
-        ),
+        "v_city": pa.table({"idx": list(range(len(cities))), "name": cities}),
+        "v_street": pa.table({"idx": list(range(len(streets))), "name": streets}),
         "v_country": pa.table(
             {
                 "ci": list(range(len(COUNTRIES))),
@@ -317,7 +332,6 @@ def generate(
     if scale < 100:
         raise ValueError(f"scale must be at least 100 orders, got {scale}")
     landing_dir = Path(landing_dir)
-    started = time.perf_counter()
     if progress is not None:
         progress("preparing", 0.0)
     _clean(landing_dir)
@@ -326,20 +340,21 @@ def generate(
     con = duckdb.connect(":memory:", config={"preserve_insertion_order": True})
     try:
         con.execute(f"SET temp_directory = {_q(tmp)}")
-        run = _Runner(con, progress, total=20.0)
+        if THREADS is not None:
+            con.execute(f"SET threads = {int(THREADS)}")
+        run = _Runner(con, progress, total=23.0)
         truth = _generate(run, landing_dir, scale, seed)
     finally:
         con.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    truth["generation_seconds"] = round(time.perf_counter() - started, 3)
     (landing_dir / "_truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     if progress is not None:
         progress("done", 1.0)
     return truth
 
 
-def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: C901
+def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:
     con = run.con
     for m in _macros(seed):
         run.sql(m)
@@ -365,11 +380,12 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
         CREATE TABLE ord AS
         WITH c AS (
             SELECT *, sum(is_new::INTEGER) OVER (
-                ORDER BY i ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS ncust
+                ORDER BY i ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)::BIGINT AS ncust
             FROM o1
         ), s AS (
             SELECT i, order_no, is_new, t, t // {DAY} AS day,
-                   CASE WHEN is_new THEN ncust ELSE 1 + rint(i, 'cust', ncust) END AS cust,
+                   CASE WHEN is_new THEN ncust ELSE 1 + rint(i, 'cust', ncust) END::BIGINT
+                       AS cust,
                    CASE WHEN rnd(i, 'cancel') < {CANCEL_SHARE} THEN 'cancelled'
                         WHEN u_scen < 0.80 THEN 'on_time'
                         WHEN u_scen < 0.87 THEN 'warehouse'
@@ -443,14 +459,16 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
     # ------------------------------------------------------------------ order lines
     run.sql(f"""
         CREATE TABLE lines AS
-        SELECT o.i, o.order_no, l.line_no, v.sku, q.quantity, v.price_cents
-        FROM ord o
-        JOIN range(1, 5) l(line_no) ON l.line_no <= o.n_lines
-        CROSS JOIN LATERAL (SELECT o.i * 8 + l.line_no AS lk)
-        CROSS JOIN LATERAL (SELECT [1, 1, 1, 1, 1, 2, 2, 2, 3, 5][rint(lk, 'qty', 10) + 1]
-                            AS quantity)
-        JOIN v_sku v ON v.idx = rint(lk, 'sku', {N_SKUS})
-        ORDER BY o.i, l.line_no
+        WITH l AS (
+            SELECT i, order_no, unnest(range(1, n_lines + 1)) AS line_no FROM ord
+        ), k AS (
+            SELECT *, i * 8 + line_no AS lk FROM l
+        )
+        SELECT k.i, k.order_no, k.line_no, v.sku,
+               [1, 1, 1, 1, 1, 2, 2, 2, 3, 5][rint(k.lk, 'qty', 10) + 1] AS quantity,
+               v.price_cents
+        FROM k JOIN v_sku v ON v.idx = rint(k.lk, 'sku', {N_SKUS})
+        ORDER BY k.i, k.line_no
     """)
     run.sql("""
         CREATE TABLE ord_value AS
@@ -486,19 +504,27 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
         """).fetchall()
     }
     truth["orders_by_status"] = {s: by_status.get(s, (0, 0))[0] for s in STATUSES}
-    truth["revenue_by_status"] = {
-        s: _cents_to_float(by_status.get(s, (0, 0))[1]) for s in STATUSES
-    }
-    cause_sql = """
-        CASE WHEN delay_days = 0 THEN 'on_time' ELSE scenario END
-    """
+    truth["revenue_by_status"] = {s: _cents_to_float(by_status.get(s, (0, 0))[1]) for s in STATUSES}
+    # the mesh's delay rule, applied to the clean data; it must recover the scenarios
+    run.sql(f"""
+        CREATE TABLE cause AS
+        SELECT i, scenario, delay_days,
+               CASE WHEN delay_days = 0 THEN 'on_time'
+                    WHEN scenario = 'return_reship' THEN 'return_reship'
+                    WHEN scan_day - shipped // {DAY} >= 2 THEN 'carrier'
+                    ELSE 'warehouse' END AS cause
+        FROM ord WHERE scenario <> 'cancelled'
+    """)
+    mismatches = run.one("SELECT count(*) FROM cause WHERE cause <> scenario")[0]
+    if mismatches:
+        raise AssertionError(f"{mismatches} orders whose delay cause differs from their scenario")
     causes = {
         c: (k, dd)
-        for c, k, dd in con.execute(f"""
-            SELECT {cause_sql}, count(*), sum(delay_days) FROM ord
-            WHERE scenario <> 'cancelled' GROUP BY ALL
-        """).fetchall()
+        for c, k, dd in con.execute(
+            "SELECT cause, count(*), sum(delay_days) FROM cause GROUP BY ALL"
+        ).fetchall()
     }
+    run.sql("DROP TABLE cause")
     truth["delays_by_cause"] = {c: causes.get(c, (0, 0))[0] for c in CAUSES}
     truth["delay_days_by_cause"] = {c: int(causes.get(c, (0, 0))[1]) for c in CAUSES}
     run.step("truth")
@@ -547,7 +573,8 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
         "shop",
         "orders",
         o_parts,
-        lambda p: f"""
+        lambda p: (
+            f"""
             SELECT did('E', ev_no, 10) AS event_id,
                    CASE WHEN order_no IS NOT NULL THEN did('O', order_no, 9) END AS order_id,
                    did('C', cust, 8) AS customer_id,
@@ -559,16 +586,16 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
                    mcase('EUR', rint(ev_no, 'cur', 10)) AS currency,
                    strftime(udate(day + {PROMISE_DAYS}), '%Y-%m-%d') AS promised_delivery_date
             FROM ev WHERE part = {p} ORDER BY i, kind, copy
-        """,
+        """
+        ),
         weight=4,
     )
     run.sql("DROP TABLE ev")
 
     # ------------------------------------------------------------------ shop/order_items
-    n_orders_items = n
     k_it = max(3, round(n_lines * ITEM_DEFECT_SHARE))
     i_chunk = ITEMS_CHUNK
-    i_parts = _chunk(n_orders_items, i_chunk)
+    i_parts = _chunk(n, i_chunk)
     run.sql(f"""
         CREATE TABLE it AS
         WITH real AS (
@@ -580,9 +607,9 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
             SELECT o.i, o.order_no, o.n_lines + 1 AS line_no, v.sku,
                    CASE WHEN d.kind = 0 THEN -rint(d.host, 'badqty', 3) ELSE 1 END AS quantity,
                    CASE WHEN d.kind = 0 THEN v.price_cents END AS price_cents, 0 AS copy
-            FROM (SELECT kind, j, (j * {n}) // {k_it} + (kind * {n}) // {2 * k_it} + 1 AS host
+            FROM (SELECT kind, j, (j * {n}) // {k_it} + (kind * {n}) // {2 * k_it} AS host
                   FROM range(2) a(kind), range({k_it}) b(j)) d
-            JOIN ord o ON o.i = d.host % {n}
+            JOIN ord o ON o.i = d.host
             JOIN v_sku v ON v.idx = rint(d.host, 'badsku', {N_SKUS})
         )
         SELECT *, i // {i_chunk} AS part FROM (
@@ -590,18 +617,21 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
         ORDER BY part, i, line_no, copy
     """)
     n_it_dup = run.one("SELECT count(*) FROM it WHERE copy = 1")[0]
+    run.sql("DROP TABLE lines")
     run.step("order items")
     items_files = run.copy_parts(
         landing,
         "shop",
         "order_items",
         i_parts,
-        lambda p: f"""
+        lambda p: (
+            f"""
             SELECT did('O', order_no, 9) AS order_id, line_no::INTEGER AS line_no, sku,
                    quantity::INTEGER AS quantity,
                    (price_cents::DECIMAL(18, 0) * 0.01)::DECIMAL(10, 2) AS unit_price
             FROM it WHERE part = {p} ORDER BY i, line_no, copy
-        """,
+        """
+        ),
         weight=3,
     )
     run.sql("DROP TABLE it")
@@ -626,7 +656,9 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
                    CASE {" ".join(c_weights)} END AS ci
             FROM (SELECT *, rint(ak, 'country', 100) AS r_country FROM k)
         )
-        SELECT a.ak, a.host, a.first_t, a.ci, f.name || ' ' || l.name AS full_name,
+        SELECT a.ak, a.host, a.first_t,
+               a.first_t - rint(a.ak, 'signup', least(a.first_t, {30 * DAY}) + 1) AS signup_t,
+               a.ci, f.name || ' ' || l.name AS full_name,
                f.ascii || '.' || l.ascii || a.ak::VARCHAR || '@'
                    || {EMAIL_DOMAINS}[rint(a.ak, 'domain', {len(EMAIL_DOMAINS)}) + 1]
                    AS email_base
@@ -650,7 +682,8 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
         "crm",
         "customers",
         c_parts,
-        lambda p: f"""
+        lambda p: (
+            f"""
             SELECT CASE WHEN c.ak <= {n_customers} THEN did('C', c.ak, 8) END AS customer_id,
                    b.full_name,
                    mspace(mcase(b.email_base, rint(c.ak, 'emailcase', 10)),
@@ -661,8 +694,7 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
                        AS street_address,
                    vy.name AS city,
                    mcase(vc.code, rint(c.ak, 'ccase', 10)) AS country,
-                   iso_var(b.first_t - rint(c.ak, 'signup', least(b.first_t, {30 * DAY}) + 1),
-                           rint(c.ak, 'signupfmt', 6)) AS signup_ts
+                   iso_var(b.signup_t, rint(c.ak, 'signupfmt', 6)) AS signup_ts
             FROM cu c
             JOIN cbase b ON b.ak = c.ak
             JOIN v_country vc ON vc.ci = b.ci
@@ -671,7 +703,8 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
             JOIN v_street vs ON vs.idx = b.ci * {STREETS_PER_COUNTRY}
                                          + rint(c.ak, 'street', {STREETS_PER_COUNTRY})
             WHERE c.part = {p} ORDER BY c.host, c.ak, c.copy
-        """,
+        """
+        ),
         weight=2,
     )
     run.sql("DROP TABLE cu")
@@ -703,7 +736,8 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
         "crm",
         "leads",
         _chunk(n_leads, LEADS_CHUNK),
-        lambda p: f"""
+        lambda p: (
+            f"""
             SELECT did('L', ld.lead_no, 8) AS lead_id,
                    mspace(mcase(coalesce(b.email_base,
                                          f.ascii || '.' || l.ascii || '.l' || ld.lead_no::VARCHAR
@@ -720,7 +754,7 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
                    CASE WHEN ld.channel <> 'organic'
                         THEN {AD_PLATFORMS}[rint(ld.j, 'adplatform', 3) + 1] END AS ad_platform,
                    iso_var(CASE WHEN b.ak IS NOT NULL
-                                THEN rint(ld.j, 'leadts', b.first_t - 1 + 1)
+                                THEN rint(ld.j, 'leadts', b.signup_t + 1)
                                 ELSE rint(ld.j, 'leadts', {span}) END,
                            rint(ld.j, 'leadtsfmt', 6)) AS created_at,
                    CASE WHEN ld.cust IS NOT NULL THEN did('C', ld.cust, 8) END AS customer_id
@@ -729,7 +763,8 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
             JOIN v_first f ON f.idx = rint(ld.j, 'leadfirst', {n_first})
             JOIN v_last l ON l.idx = rint(ld.j, 'leadlast', {n_last})
             WHERE ld.part = {p} ORDER BY ld.j
-        """,
+        """
+        ),
         weight=1,
     )
     run.sql("DROP TABLE ld")
@@ -741,7 +776,8 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
         "warehouse",
         "shipments",
         _chunk(n, SHIPMENTS_CHUNK),
-        lambda p: f"""
+        lambda p: (
+            f"""
             SELECT did('S', order_no, 9) AS shipment_id, did('O', order_no, 9) AS order_id,
                    {CARRIERS}[rint(i, 'carrier', {len(CARRIERS)}) + 1] AS carrier,
                    CASE WHEN scenario <> 'return_reship' THEN uts(shipped) END AS shipped_at,
@@ -750,7 +786,8 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
             FROM ord
             WHERE scenario <> 'cancelled' AND i // {SHIPMENTS_CHUNK} = {p}
             ORDER BY i
-        """,
+        """
+        ),
         weight=2,
     )
     returns_files = run.copy_parts(
@@ -758,7 +795,8 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
         "warehouse",
         "return_shipments",
         _chunk(n, RETURNS_CHUNK),
-        lambda p: f"""
+        lambda p: (
+            f"""
             SELECT did('R', order_no, 9) AS return_id, did('O', order_no, 9) AS order_id,
                    did('S', order_no, 9) AS original_shipment_id,
                    iso_z(returned) AS returned_at, iso_z(reshipped) AS reshipped_at,
@@ -767,7 +805,8 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
             FROM ord
             WHERE scenario = 'return_reship' AND i // {RETURNS_CHUNK} = {p}
             ORDER BY i
-        """,
+        """
+        ),
         weight=0.5,
     )
 
@@ -784,7 +823,7 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
                    v.value_cents, v.line1_cents
             FROM ord o JOIN ord_value v USING (i)
         )
-        SELECT i, order_no, reason, 0 AS kind,
+        SELECT i, order_no AS refund_no, order_no, reason, 0 AS kind,
                CASE WHEN reason = 'late_delivery'
                     THEN (value_cents * (10 + rint(i, 'refundpct', 21)) + 50) // 100
                     ELSE line1_cents END AS cents,
@@ -795,8 +834,9 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
     k_rf = max(3, round(n_refunds * REFUND_DEFECT_SHARE))
     run.sql(f"""
         INSERT INTO rf
-        SELECT o.i, {n + 1} + d.j, CASE WHEN d.j % 2 = 0 THEN 'damaged' ELSE 'late_delivery' END,
-               1, NULL, coalesce(o.delivered, o.t) + {2 * DAY}
+        SELECT o.i, {n + 1} + d.j, o.order_no,
+               CASE WHEN d.j % 2 = 0 THEN 'damaged' ELSE 'late_delivery' END, 1, NULL,
+               coalesce(o.delivered, o.t) + {2 * DAY}
         FROM range({k_rf}) d(j) JOIN ord o ON o.i = (d.j * {n}) // {k_rf}
     """)
     truth["refunds"] = n_refunds
@@ -817,24 +857,25 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:  # noqa: 
         "ledger",
         "refunds",
         _chunk(n, REFUNDS_CHUNK),
-        lambda p: f"""
-            SELECT did('RF', order_no, 9) AS refund_id,
-                   did('O', (SELECT o.order_no FROM ord o WHERE o.i = rf.i), 9) AS order_id,
+        lambda p: (
+            f"""
+            SELECT did('RF', refund_no, 9) AS refund_id, did('O', order_no, 9) AS order_id,
                    CASE WHEN kind = 1 THEN 'n/a'
                         ELSE money(cents, rnd(i, 'comma') < {REFUND_COMMA_SHARE}) END AS amount,
                    'EUR' AS currency, iso_z(refunded) AS refunded_at, reason
             FROM rf WHERE i // {REFUNDS_CHUNK} = {p} ORDER BY i, kind
-        """,
+        """
+        ),
         weight=0.5,
     )
 
     # ------------------------------------------------------------------ truth (rest)
     truth["duplicates"] = {"orders": n_ev_dup, "order_items": n_it_dup, "customers": n_cu_dup}
+    defects = {"orders": (k_ev, k_ev), "order_items": (k_it, k_it), "customers": (k_cu,)}
+    defects["refunds"] = (k_rf,)
     truth["quarantine"] = {
-        "orders": {"missing order_id": k_ev, "invalid order_ts": k_ev},
-        "order_items": {"non-positive quantity": k_it, "missing unit_price": k_it},
-        "customers": {"missing customer_id": k_cu},
-        "refunds": {"invalid amount": k_rf},
+        table: dict(zip(reasons, defects[table], strict=True))
+        for table, reasons in DEFECT_REASONS.items()
     }
     files = {
         "shop/orders": orders_files,

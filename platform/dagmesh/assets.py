@@ -1,6 +1,5 @@
 """Turning a product description into a Dagster asset."""
 
-
 import json
 from collections.abc import Iterator
 

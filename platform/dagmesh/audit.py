@@ -137,7 +137,10 @@ def audit_staged(
 ) -> list[AuditOutcome]:
     """Run the row-level rules over the staged Parquet file."""
     data = f"read_parquet({literal(data_file)})"
-    outcomes = [check_not_null(con, product, data, rows), check_primary_key(con, product, data, rows)]
+    outcomes = [
+        check_not_null(con, product, data, rows),
+        check_primary_key(con, product, data, rows),
+    ]
     return [o for o in outcomes if o is not None]
 
 

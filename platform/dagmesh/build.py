@@ -15,11 +15,12 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass, field
+
 import duckdb
 
 from dagmesh.audit import AuditOutcome, audit_staged, check_schema
 from dagmesh.context import ProductContext
-from dagmesh.landing import REJECT_REASON, SourceFileError, attach_landing, diagnose
+from dagmesh.landing import REJECT_REASON, attach_landing, diagnose
 from dagmesh.product import Product
 from dagmesh.resources import MeshStorage
 from dagmesh.sql import ident, literal
@@ -107,7 +108,8 @@ def _quarantine_counts(con: duckdb.DuckDBPyConnection, scans) -> dict[str, dict[
 
 def _preview(con: duckdb.DuckDBPyConnection, product: Product, data_file) -> list[dict[str, str]]:
     shown = ", ".join(
-        f"'***' AS {ident(c.name)}" if c.is_pii else f"{ident(c.name)}::VARCHAR" for c in product.columns
+        f"'***' AS {ident(c.name)}" if c.is_pii else f"{ident(c.name)}::VARCHAR"
+        for c in product.columns
     )
     rel = con.sql(f"SELECT {shown} FROM read_parquet({literal(data_file)}) LIMIT {PREVIEW_ROWS}")
     return [
@@ -173,4 +175,3 @@ def build_product(
         con.close()
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-

@@ -76,7 +76,9 @@ def generate(
 @app.command()
 def materialize(
     products: Annotated[list[str] | None, typer.Argument(help="DOMAIN/PRODUCT names")] = None,
-    all_products: Annotated[bool, typer.Option("--all", help="Every product of every domain")] = False,
+    all_products: Annotated[
+        bool, typer.Option("--all", help="Every product of every domain")
+    ] = False,
     with_upstream: Annotated[
         bool, typer.Option("--with-upstream", help="Also what they need, in other domains too")
     ] = False,
@@ -109,12 +111,16 @@ def materialize(
         except MaterializeError as error:
             console.print(f"[red]error:[/] {error}")
             raise typer.Exit(2) from None
-    console.print(f"backfill {outcome.backfill_id}: {len(outcome.run_ids)} runs")
+    console.print(
+        f"materialization {outcome.materialization_id}: {len(outcome.run_ids)} runs (Dagster runs tagged dagmesh/materialization={outcome.materialization_id})"
+    )
     if outcome.success:
         console.print(f"[green]materialized {len(outcome.materialized)} products[/]")
         return
     for failure in outcome.failures:
-        console.print(f"[red]FAILED[/] {failure.product} in run {failure.run_id}:\n{failure.message}")
+        console.print(
+            f"[red]FAILED[/] {failure.product} in run {failure.run_id}:\n{failure.message}"
+        )
     if outcome.not_run:
         console.print(f"[yellow]not run (upstream failed):[/] {', '.join(outcome.not_run)}")
     raise typer.Exit(1)
@@ -122,7 +128,9 @@ def materialize(
 
 @app.command()
 def dev(
-    scale: Annotated[str, typer.Option(help="Orders to generate when the landing is empty")] = "10000",
+    scale: Annotated[
+        str, typer.Option(help="Orders to generate when the landing is empty")
+    ] = "10000",
     port: Annotated[int, typer.Option(help="Port of the Dagster UI")] = 3000,
     host: Annotated[str, typer.Option(help="Interface of the Dagster UI")] = "127.0.0.1",
 ) -> None:

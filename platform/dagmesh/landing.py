@@ -36,7 +36,9 @@ def landing_files(landing_root: Path, source: Landing) -> list[Path]:
 
 
 def _reader(source: Landing, files: list[Path], with_file_name: bool = True) -> str:
-    columns = "{" + ", ".join(f"{literal(n)}: {literal(t)}" for n, t in source.column_types.items()) + "}"
+    columns = (
+        "{" + ", ".join(f"{literal(n)}: {literal(t)}" for n, t in source.column_types.items()) + "}"
+    )
     file_name = f", filename = {literal(SOURCE_FILE)}" if with_file_name else ""
     paths = path_list(files)
     if source.format == "csv":
@@ -45,10 +47,7 @@ def _reader(source: Landing, files: list[Path], with_file_name: bool = True) -> 
             f"escape = '\"', strict_mode = true, columns = {columns}{file_name})"
         )
     if source.format == "json":
-        return (
-            f"read_json({paths}, format = 'newline_delimited', columns = {columns}"
-            f"{file_name})"
-        )
+        return f"read_json({paths}, format = 'newline_delimited', columns = {columns}{file_name})"
     return f"read_parquet({paths}{file_name})"
 
 
@@ -97,7 +96,9 @@ def diagnose(
     for file in files:
         widths = ", ".join(f"max(length({ident(c)}::VARCHAR))" for c in source.column_types)
         try:
-            con.execute(f"SELECT count(*), {widths} FROM {_reader(source, [file], False)}").fetchall()
+            con.execute(
+                f"SELECT count(*), {widths} FROM {_reader(source, [file], False)}"
+            ).fetchall()
         except duckdb.Error as error:
             raise SourceFileError(
                 f"{product_ref}: malformed file {file}: {_problem(error)}"
@@ -134,7 +135,8 @@ def attach_landing(
         return LandingScan(alias, files, None)
 
     cases = " ".join(
-        f"WHEN ({predicate}) THEN {literal(reason)}" for reason, predicate in source.reject_if.items()
+        f"WHEN ({predicate}) THEN {literal(reason)}"
+        for reason, predicate in source.reject_if.items()
     )
     judged = ident(f"__judged_{alias}")
     con.execute(

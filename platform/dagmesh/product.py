@@ -174,8 +174,10 @@ class Domain:
     def _qualify(self, consumes: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
         if consumes is None:
             return {}
-        pairs = consumes.items() if isinstance(consumes, Mapping) else (
-            (ref.rsplit("/", 1)[-1], ref) for ref in consumes
+        pairs = (
+            consumes.items()
+            if isinstance(consumes, Mapping)
+            else ((ref.rsplit("/", 1)[-1], ref) for ref in consumes)
         )
         return {alias: ref if "/" in ref else f"{self.name}/{ref}" for alias, ref in pairs}
 

@@ -1,25 +1,31 @@
-"""Materializing products across code locations with a Dagster asset backfill.
+"""Materializing products across code locations, in dependency order.
 
-Dagster runs one code location per run; an asset backfill spans locations
-and launches each location's runs once their upstream is done. dagmesh
-creates the backfill through Dagster's GraphQL API and watches it in the
-instance, so every run shows in the UI. When no Dagster daemon is running
-(the CLI on its own), dagmesh runs the backfill daemon's iterations itself,
-every half second instead of the daemon's 30 s, and stops when the backfill
-ends.
+Dagster runs one code location per run. dagmesh reads the workspace's asset
+graph, and whenever every selected parent of some products has
+materialized, launches those products as one run per code location through
+Dagster's GraphQL API (``launchRun``) and follows the runs in the instance,
+so each run shows in the UI's runs list, tagged ``dagmesh/materialization``.
+
+Why not one asset backfill: in Dagster 1.13 an asset backfill puts all
+unpartitioned assets that are ready at once into a single run request and
+submits it to the code location of its first asset
+(``build_run_requests_with_backfill_policies`` and ``submit_asset_run``), so
+a wave spanning several domains fails with "no AssetsDefinition objects
+supply these keys".
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from dagster import AssetKey, DagsterInstance
-from dagster._core.execution.backfill import BulkActionStatus
-from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+from dagster._core.storage.dagster_run import DagsterRunStatus
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster_graphql.cli import execute_query
@@ -27,24 +33,23 @@ from dagster_graphql.cli import execute_query
 from dagmesh import config
 from dagmesh.instance import ensure_dagster_home, quiet_tools
 
-POLL_SECONDS = 0.5
-DAEMON_FRESH_SECONDS = 60
-TERMINAL = {
-    BulkActionStatus.COMPLETED_SUCCESS,
-    BulkActionStatus.COMPLETED_FAILED,
-    BulkActionStatus.FAILED,
-    BulkActionStatus.CANCELED,
-}
+POLL_SECONDS = 0.25
+MATERIALIZATION_TAG = "dagmesh/materialization"
 
-LAUNCH_BACKFILL = """
-mutation LaunchBackfill($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
+LAUNCH_RUN = """
+mutation LaunchRun($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
     __typename
-    ... on LaunchBackfillSuccess { backfillId }
+    ... on LaunchRunSuccess { run { runId } }
     ... on Error { message }
+    ... on RunConfigValidationInvalid { errors { message } }
   }
 }
 """
+
+# The run's events go to the instance (and the UI) either way; this only
+# keeps run workers from echoing every event to the terminal.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class MaterializeError(RuntimeError):
@@ -64,7 +69,7 @@ class Failure:
 class Outcome:
     """What a cross-domain materialization did."""
 
-    backfill_id: str
+    materialization_id: str
     selected: list[str]
     materialized: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
@@ -74,8 +79,8 @@ class Outcome:
     @property
     def success(self) -> bool:
         """Every selected product was materialized."""
-        return not self.failures and not self.not_run and set(self.materialized) >= set(
-            self.selected
+        return (
+            not self.failures and not self.not_run and set(self.materialized) >= set(self.selected)
         )
 
 
@@ -96,7 +101,9 @@ def workspace_context(instance: DagsterInstance):
         yield context
 
 
-def select(context: WorkspaceProcessContext, refs: Iterable[str], with_upstream: bool) -> list[AssetKey]:
+def select(
+    context: WorkspaceProcessContext, refs: Iterable[str], with_upstream: bool
+) -> list[AssetKey]:
     """Resolve product names to asset keys (plus upstream across domains)."""
     request = context.create_request_context()
     errors = {
@@ -105,7 +112,9 @@ def select(context: WorkspaceProcessContext, refs: Iterable[str], with_upstream:
         if entry.load_error
     }
     if errors:
-        details = "\n".join(f"  {n}: {e.message.strip().splitlines()[-1]}" for n, e in errors.items())
+        details = "\n".join(
+            f"  {n}: {e.message.strip().splitlines()[-1]}" for n, e in errors.items()
+        )
         raise MaterializeError(f"code locations failed to load:\n{details}")
     graph = request.asset_graph
     materializable = {k for k in graph.materializable_asset_keys}
@@ -124,30 +133,44 @@ def select(context: WorkspaceProcessContext, refs: Iterable[str], with_upstream:
     return sorted(wanted, key=lambda k: k.path)
 
 
-def _launch_backfill(context: WorkspaceProcessContext, keys: list[AssetKey], title: str) -> str:
+def _launch_run(
+    context: WorkspaceProcessContext, keys: list[AssetKey], tags: dict[str, str]
+) -> str:
+    """Launch one run of ``keys`` (all in one code location); return its id."""
+    graph = context.create_request_context().asset_graph
+    handle = graph.get_repository_handle(keys[0])
+    checks = graph.get_check_keys_for_assets(set(keys))
     params = {
-        "assetSelection": [{"path": k.path} for k in keys],
-        "allPartitions": True,
-        "title": title,
-        "tags": [{"key": "dagmesh/command", "value": "materialize"}],
-        # The run's events go to the instance (and the UI) either way; this
-        # only keeps the run workers from echoing every event to the terminal.
-        "runConfigData": {"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        "selector": {
+            "repositoryLocationName": handle.location_name,
+            "repositoryName": handle.repository_name,
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": k.path} for k in keys],
+            "assetCheckSelection": [
+                {"assetKey": {"path": c.asset_key.path}, "name": c.name} for c in checks
+            ],
+        },
+        "runConfigData": QUIET_RUN_CONFIG,
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
     }
-    result = execute_query(context, LAUNCH_BACKFILL, {"params": params})
+    result = execute_query(context, LAUNCH_RUN, {"params": params})
     if result.get("errors"):
-        raise MaterializeError(f"launching the backfill failed: {result['errors'][0]['message']}")
-    launched = result["data"]["launchPartitionBackfill"]
-    if launched["__typename"] != "LaunchBackfillSuccess":
-        raise MaterializeError(f"launching the backfill failed: {launched.get('message')}")
-    return launched["backfillId"]
+        raise MaterializeError(f"launching a run failed: {result['errors'][0]['message']}")
+    launched = result["data"]["launchRun"]
+    if launched["__typename"] != "LaunchRunSuccess":
+        detail = launched.get("message") or launched.get("errors")
+        raise MaterializeError(f"launching a run of {handle.location_name} failed: {detail}")
+    return launched["run"]["runId"]
 
 
-def daemon_running(instance: DagsterInstance) -> bool:
-    """True when a Dagster daemon heartbeat is fresh (e.g. under `dagster dev`)."""
-    beats = instance.get_daemon_heartbeats()
-    beat = beats.get("BACKFILL")
-    return beat is not None and time.time() - beat.timestamp < DAEMON_FRESH_SECONDS
+def _materialized_in(instance: DagsterInstance, run_id: str) -> set[AssetKey]:
+    records = instance.get_records_for_run(run_id).records
+    return {
+        r.event_log_entry.dagster_event.asset_key
+        for r in records
+        if r.event_log_entry.dagster_event
+        and r.event_log_entry.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
+    }
 
 
 def _failures(instance: DagsterInstance, runs, keys: list[AssetKey]) -> list[Failure]:
@@ -169,8 +192,34 @@ def _failures(instance: DagsterInstance, runs, keys: list[AssetKey]) -> list[Fai
             event = entry.dagster_event
             error = event.step_failure_data.error
             message = error.message if error else "step failed"
-            failures.append(Failure(by_step.get(event.step_key, event.step_key), run.run_id, message))
+            failures.append(
+                Failure(by_step.get(event.step_key, event.step_key), run.run_id, message)
+            )
     return failures
+
+
+def _ready(
+    keys: list[AssetKey],
+    parents: dict[AssetKey, set[AssetKey]],
+    location: dict[AssetKey, str],
+    done: set[AssetKey],
+    unavailable: set[AssetKey],
+) -> list[AssetKey]:
+    """Products that can start now: parents in other locations are done, and
+    parents in the same location are done or start in the same run (Dagster
+    orders steps within a run), so a domain needs as few runs as possible."""
+    ready = {k for k in keys if k not in done and k not in unavailable}
+    changed = True
+    while changed:
+        changed = False
+        for key in list(ready):
+            for parent in parents[key]:
+                same_run = location[parent] == location[key] and parent in ready
+                if parent not in done and not same_run:
+                    ready.discard(key)
+                    changed = True
+                    break
+    return [k for k in keys if k in ready]
 
 
 def materialize(
@@ -179,44 +228,66 @@ def materialize(
     on_progress: Callable[[list[str], list[str], int], None] | None = None,
     timeout: float | None = None,
 ) -> Outcome:
-    """Materialize products (all of them when ``refs`` is empty) as one
-    Dagster asset backfill across the domains' code locations.
+    """Materialize products (all of them when ``refs`` is empty) across the
+    domains' code locations, each product as soon as its upstream is done.
 
-    ``on_progress(materialized, failed_or_skipped, total)`` is called as the
-    backfill advances. Returns the :class:`Outcome`; raises MaterializeError
+    ``on_progress(materialized, failed_or_skipped, total)`` is called as
+    products finish. Returns the :class:`Outcome`; raises MaterializeError
     when the selection or the workspace is wrong.
     """
     quiet_tools()
     ensure_dagster_home()
-    logger = logging.getLogger("dagmesh.backfill")
-    logger.setLevel(logging.WARNING)
-    from dagster._daemon.backfill import execute_backfill_iteration
-
+    logging.getLogger("dagster.code_server").setLevel(logging.WARNING)
     with DagsterInstance.get() as instance, workspace_context(instance) as context:
         keys = select(context, refs, with_upstream)
-        selected = [product_ref(k) for k in keys]
-        title = "dagmesh materialize " + (" ".join(refs) or "--all")
-        backfill_id = _launch_backfill(context, keys, title)
-        drive = not daemon_running(instance)
+        graph = context.create_request_context().asset_graph
+        selected = set(keys)
+        parents = {k: {p for p in graph.get(k).parent_keys if p in selected} for k in keys}
+        location = {k: graph.get_repository_handle(k).location_name for k in keys}
+        materialization_id = uuid.uuid4().hex[:12]
+        tags = {MATERIALIZATION_TAG: materialization_id}
+        outcome = Outcome(materialization_id, [product_ref(k) for k in keys])
+
+        done: set[AssetKey] = set()
+        failed: set[AssetKey] = set()
+        running: dict[str, set[AssetKey]] = {}
         deadline = time.monotonic() + timeout if timeout else None
         while True:
-            if drive:
-                for _ in execute_backfill_iteration(context, logger):
-                    pass
-            backfill = instance.get_backfill(backfill_id)
-            data = backfill.asset_backfill_data
-            done = sorted(product_ref(k) for k in data.materialized_subset.asset_keys)
-            failed = sorted(product_ref(k) for k in data.failed_and_downstream_subset.asset_keys)
-            if on_progress:
-                on_progress(done, failed, len(keys))
-            if backfill.status in TERMINAL:
+            blocked = {k for k in keys if k not in failed and parents[k] & failed}
+            failed |= blocked
+            busy = set().union(*running.values()) if running else set()
+            ready = _ready(keys, parents, location, done, failed | busy)
+            by_location: dict[str, list[AssetKey]] = defaultdict(list)
+            for key in ready:
+                by_location[location[key]].append(key)
+            for group in by_location.values():
+                run_id = _launch_run(context, group, tags)
+                running[run_id] = set(group)
+                outcome.run_ids.append(run_id)
+            if not running:
                 break
-            if deadline and time.monotonic() > deadline:
-                raise MaterializeError(f"backfill {backfill_id} did not finish within {timeout} s")
             time.sleep(POLL_SECONDS)
-        runs = instance.get_runs(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
-        outcome = Outcome(backfill_id, selected, done, run_ids=[r.run_id for r in runs])
-        outcome.failures = _failures(instance, runs, keys)
+            for run_id in list(running):
+                run = instance.get_run_by_id(run_id)
+                if run is None or not run.is_finished:
+                    continue
+                group = running.pop(run_id)
+                ok = _materialized_in(instance, run_id) & group
+                done |= ok
+                if run.status != DagsterRunStatus.SUCCESS or ok != group:
+                    failed |= group - ok
+                    outcome.failures += _failures(instance, [run], keys)
+            if on_progress:
+                on_progress(
+                    sorted(product_ref(k) for k in done),
+                    sorted(product_ref(k) for k in failed),
+                    len(keys),
+                )
+            if deadline and time.monotonic() > deadline:
+                raise MaterializeError(f"materialization {materialization_id} timed out")
+        outcome.materialized = sorted(product_ref(k) for k in done)
         failed_refs = {f.product for f in outcome.failures}
-        outcome.not_run = [r for r in selected if r not in done and r not in failed_refs]
+        outcome.not_run = sorted(
+            product_ref(k) for k in failed if product_ref(k) not in failed_refs
+        )
         return outcome

@@ -1,0 +1,1 @@
+"""Customers: who our customers are, and everything we know about each of them."""

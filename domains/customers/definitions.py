@@ -1,0 +1,5 @@
+"""The customers domain's Dagster code location."""
+
+from domains.customers.products import customers
+
+defs = customers.definitions()

@@ -1,0 +1,1 @@
+"""Finance: what late deliveries cost the bottom line."""

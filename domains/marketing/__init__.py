@@ -1,0 +1,1 @@
+"""Marketing: CRM leads, what they turned into, and audiences for ad platforms."""

@@ -1,0 +1,1 @@
+"""Sales: the web shop's orders, order lines and revenue."""

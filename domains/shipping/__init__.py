@@ -1,0 +1,1 @@
+"""Shipping: what left the warehouse, what came back, and how late it arrived."""

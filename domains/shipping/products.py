@@ -1,0 +1,156 @@
+"""Shipping products: shipments, returns and delivery delays."""
+
+from dagmesh import Column, Domain, Landing
+
+shipping = Domain(
+    "shipping", owner="logistics", description="Shipments, returns and delivery delays."
+)
+
+RETURN_SHIPMENTS = Landing(
+    "warehouse/return_shipments",
+    "json",
+    columns={
+        "return_id": "VARCHAR",
+        "order_id": "VARCHAR",
+        "original_shipment_id": "VARCHAR",
+        "returned_at": "VARCHAR",
+        "reshipped_at": "VARCHAR",
+        "reshipped_on": "VARCHAR",
+        "delivered_at": "VARCHAR",
+    },
+    reject_if={"invalid reshipped_at": "try_cast(reshipped_at AS TIMESTAMPTZ) IS NULL"},
+)
+
+shipping.sql_product(
+    "shipments",
+    description=(
+        "One row per shipment. shipped_at is when we handed the parcel over, shipped_on the "
+        "day the carrier scanned it; both are NULL for orders that were returned and "
+        "reshipped (see returns)."
+    ),
+    sources={
+        "warehouse_shipments": Landing(
+            "warehouse/shipments",
+            "parquet",
+            columns={
+                "shipment_id": "VARCHAR",
+                "order_id": "VARCHAR",
+                "carrier": "VARCHAR",
+                "shipped_at": "TIMESTAMP",
+                "shipped_on": "DATE",
+                "delivered_at": "TIMESTAMP",
+            },
+        )
+    },
+    columns=[
+        Column("shipment_id", "VARCHAR", "Shipment identifier.", nullable=False),
+        Column("order_id", "VARCHAR", "The shipped order (sales/orders).", nullable=False),
+        Column("carrier", "VARCHAR", "Carrier, lower case."),
+        Column("shipped_at", "TIMESTAMP", "When we handed the parcel to the carrier (UTC)."),
+        Column("shipped_on", "DATE", "When the carrier scanned the parcel."),
+        Column("delivered_at", "TIMESTAMP", "When the parcel was delivered (UTC)."),
+        Column("handover_days", "INTEGER", "shipped_on − date(shipped_at): carrier lag."),
+    ],
+    primary_key="shipment_id",
+    sql="""
+        SELECT DISTINCT
+            shipment_id,
+            order_id,
+            lower(trim(carrier)) AS carrier,
+            shipped_at,
+            shipped_on,
+            delivered_at,
+            (shipped_on - shipped_at::DATE)::INTEGER AS handover_days
+        FROM warehouse_shipments
+    """,
+)
+
+shipping.sql_product(
+    "returns",
+    description="Orders returned to the warehouse and reshipped, with the delivery of the "
+    "reshipment.",
+    sources={"return_shipments": RETURN_SHIPMENTS},
+    columns=[
+        Column("return_id", "VARCHAR", "Return identifier.", nullable=False),
+        Column("order_id", "VARCHAR", "The returned order (sales/orders).", nullable=False),
+        Column("original_shipment_id", "VARCHAR", "The shipment that came back."),
+        Column("returned_at", "TIMESTAMP", "When the parcel came back (UTC)."),
+        Column("reshipped_at", "TIMESTAMP", "When we reshipped it (UTC).", nullable=False),
+        Column("reshipped_on", "DATE", "When the carrier scanned the reshipment."),
+        Column("delivered_at", "TIMESTAMP", "When the reshipment was delivered (UTC)."),
+    ],
+    primary_key="return_id",
+    sql="""
+        SELECT DISTINCT
+            return_id,
+            order_id,
+            original_shipment_id,
+            timezone('UTC', try_cast(returned_at AS TIMESTAMPTZ)) AS returned_at,
+            timezone('UTC', reshipped_at::TIMESTAMPTZ) AS reshipped_at,
+            try_cast(reshipped_on AS DATE) AS reshipped_on,
+            timezone('UTC', try_cast(delivered_at AS TIMESTAMPTZ)) AS delivered_at
+        FROM return_shipments
+    """,
+)
+
+shipping.sql_product(
+    "shipping_delays",
+    description=(
+        "Per shipped order: promised vs actual delivery, days late and the cause "
+        "(on_time, warehouse, carrier, return_reship)."
+    ),
+    consumes=["sales/orders", "shipments", "returns"],
+    columns=[
+        Column("order_id", "VARCHAR", "The order (sales/orders).", nullable=False),
+        Column("customer_id", "VARCHAR", "Who is waiting for it.", nullable=False),
+        Column("order_date", "DATE", "UTC order day."),
+        Column("promised_delivery_date", "DATE", "Promised at checkout."),
+        Column("delivered_date", "DATE", "Actual delivery day (reshipment for returns)."),
+        Column("delay_days", "INTEGER", "Days after the promised date; 0 when on time."),
+        Column(
+            "cause",
+            "VARCHAR",
+            "on_time, warehouse, carrier, return_reship or in_transit.",
+            nullable=False,
+        ),
+        Column("carrier", "VARCHAR", "Carrier of the original shipment."),
+        Column("is_delayed", "BOOLEAN", "delay_days > 0.", nullable=False),
+    ],
+    primary_key="order_id",
+    sql="""
+        WITH delivered AS (
+            SELECT
+                o.order_id,
+                o.customer_id,
+                o.order_date,
+                o.promised_delivery_date,
+                coalesce(s.delivered_at, r.delivered_at)::DATE AS delivered_date,
+                r.return_id IS NOT NULL AS reshipped,
+                s.handover_days,
+                s.carrier
+            FROM orders o
+            JOIN shipments s USING (order_id)
+            LEFT JOIN returns r USING (order_id)
+        ), measured AS (
+            SELECT *, greatest(0, delivered_date - promised_delivery_date)::INTEGER AS delay_days
+            FROM delivered
+        )
+        SELECT
+            order_id,
+            customer_id,
+            order_date,
+            promised_delivery_date,
+            delivered_date,
+            delay_days,
+            CASE
+                WHEN delivered_date IS NULL THEN 'in_transit'
+                WHEN delay_days = 0 THEN 'on_time'
+                WHEN reshipped THEN 'return_reship'
+                WHEN handover_days >= 2 THEN 'carrier'
+                ELSE 'warehouse'
+            END AS cause,
+            carrier,
+            coalesce(delay_days > 0, false) AS is_delayed
+        FROM measured
+    """,
+)
