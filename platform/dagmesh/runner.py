@@ -133,7 +133,7 @@ def select(
     return sorted(wanted, key=lambda k: k.path)
 
 
-def _launch_run(
+def launch_run(
     context: WorkspaceProcessContext, keys: list[AssetKey], tags: dict[str, str]
 ) -> str:
     """Launch one run of ``keys`` (all in one code location); return its id."""
@@ -198,7 +198,7 @@ def _failures(instance: DagsterInstance, runs, keys: list[AssetKey]) -> list[Fai
     return failures
 
 
-def _ready(
+def ready_products(
     keys: list[AssetKey],
     parents: dict[AssetKey, set[AssetKey]],
     location: dict[AssetKey, str],
@@ -256,12 +256,12 @@ def materialize(
             blocked = {k for k in keys if k not in failed and parents[k] & failed}
             failed |= blocked
             busy = set().union(*running.values()) if running else set()
-            ready = _ready(keys, parents, location, done, failed | busy)
+            ready = ready_products(keys, parents, location, done, failed | busy)
             by_location: dict[str, list[AssetKey]] = defaultdict(list)
             for key in ready:
                 by_location[location[key]].append(key)
             for group in by_location.values():
-                run_id = _launch_run(context, group, tags)
+                run_id = launch_run(context, group, tags)
                 running[run_id] = set(group)
                 outcome.run_ids.append(run_id)
             if not running:
