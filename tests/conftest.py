@@ -17,6 +17,7 @@ SCALE = 5_000
 @pytest.fixture(scope="session")
 def mesh_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh DAGMESH_HOME (and DAGSTER_HOME inside it) with generated sources."""
+    from dagmesh.instance import ensure_dagster_home
     from source_systems.generator import generate
 
     home = tmp_path_factory.mktemp("dagmesh_home")
@@ -24,6 +25,7 @@ def mesh_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ.update(
         DAGMESH_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), DAGMESH_PROJECT=str(REPO)
     )
+    ensure_dagster_home()
     generate(home / "landing", scale=SCALE, seed=7)
     yield home
     for key, value in saved.items():
