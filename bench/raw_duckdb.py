@@ -33,7 +33,6 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 
 import duckdb
-
 from dagmesh.context import ProductContext
 from dagmesh.landing import attach_landing
 from dagmesh.product import Product

@@ -54,17 +54,17 @@ def test_orders_and_revenue_reconcile_with_the_sources(materialized, mesh_home, 
     orders = port_file(mesh_home, "sales/orders")
     items = port_file(mesh_home, "sales/order_items")
     revenue = port_file(mesh_home, "sales/daily_revenue")
-    (count, cancelled), = query(
+    ((count, cancelled),) = query(
         f"SELECT count(*), count(*) FILTER (WHERE status = 'cancelled') FROM '{orders}'"
     )
     assert count == truth["orders"]  # duplicates and late events collapsed, defects out
     assert cancelled == truth["cancelled_orders"]
     statuses = dict(query(f"SELECT status, count(*) FROM '{orders}' GROUP BY ALL"))
     assert statuses == truth["orders_by_status"]  # the late-arriving event wins
-    (lines, line_sum), = query(f"SELECT count(*), sum(line_amount) FROM '{items}'")
+    ((lines, line_sum),) = query(f"SELECT count(*), sum(line_amount) FROM '{items}'")
     assert lines == truth["order_lines"]
     assert float(line_sum) == truth["revenue"]
-    (gross, net), = query(f"SELECT sum(gross_revenue), sum(net_revenue) FROM '{revenue}'")
+    ((gross, net),) = query(f"SELECT sum(gross_revenue), sum(net_revenue) FROM '{revenue}'")
     assert gross == line_sum  # revenue equals the sum of order lines
     assert float(net) == round(truth["revenue"] - truth["revenue_by_status"]["cancelled"], 2)
 
@@ -74,11 +74,11 @@ def test_delays_reconcile_with_the_generated_scenarios(materialized, mesh_home, 
     by_cause = dict(query(f"SELECT cause, count(*) FROM '{delays}' GROUP BY ALL"))
     assert by_cause == truth["delays_by_cause"]
     shipments = port_file(mesh_home, "shipping/shipments")
-    (reshipped,), = query(
+    ((reshipped,),) = query(
         f"SELECT count(*) FROM '{shipments}' WHERE shipped_at IS NULL AND shipped_on IS NULL"
     )
     assert reshipped == truth["returned_reshipped"]
-    (differs,), = query(f"SELECT count(*) FROM '{shipments}' WHERE handover_days >= 2")
+    ((differs,),) = query(f"SELECT count(*) FROM '{shipments}' WHERE handover_days >= 2")
     assert differs == truth["delays_by_cause"]["carrier"]
     weekly = port_file(mesh_home, "finance/weekly_delay_impact")
     late = dict(query(f"SELECT cause, sum(delayed_orders) FROM '{weekly}' GROUP BY ALL"))
@@ -95,15 +95,14 @@ def test_quarantine_counts_equal_the_injected_defects(materialized, mesh_home, t
     ]:
         domain, name = ref.split("/")
         record = json.loads(
-            (mesh_home / "domains" / domain / "ports" / name / "current" / "version.json")
-            .read_text()
+            (
+                mesh_home / "domains" / domain / "ports" / name / "current" / "version.json"
+            ).read_text()
         )
         (reasons,) = record["quarantined"].values()
         found[table] = reasons
     assert found == truth["quarantine"]
-    quarantined = (
-        mesh_home / "domains/sales/ports/orders/current/quarantine/order_events.parquet"
-    )
+    quarantined = mesh_home / "domains/sales/ports/orders/current/quarantine/order_events.parquet"
     rows = pd.read_parquet(quarantined)
     assert set(rows["_reject_reason"]) == {"missing order_id", "invalid order_ts"}
     assert rows["_source_file"].str.endswith(".csv").all()  # each row says where it came from
@@ -111,14 +110,15 @@ def test_quarantine_counts_equal_the_injected_defects(materialized, mesh_home, t
 
 def test_marketing_and_finance_reconcile(materialized, mesh_home, truth):
     leads = port_file(mesh_home, "marketing/crm_leads")
-    assert dict(query(f"SELECT channel, count(*) FROM '{leads}' GROUP BY ALL")) == truth[
-        "leads_by_channel"
-    ]
+    assert (
+        dict(query(f"SELECT channel, count(*) FROM '{leads}' GROUP BY ALL"))
+        == truth["leads_by_channel"]
+    )
     attribution = port_file(mesh_home, "marketing/lead_attribution")
-    (converted,), = query(f"SELECT count(*) FROM '{attribution}' WHERE customer_id IS NOT NULL")
+    ((converted,),) = query(f"SELECT count(*) FROM '{attribution}' WHERE customer_id IS NOT NULL")
     assert converted == truth["converted_leads"]
     refunds = port_file(mesh_home, "finance/refunds")
-    (n, amount), = query(f"SELECT count(*), sum(amount) FROM '{refunds}'")
+    ((n, amount),) = query(f"SELECT count(*), sum(amount) FROM '{refunds}'")
     assert (n, float(amount)) == (truth["refunds"], truth["refund_amount"])
     profiles = port_file(mesh_home, "customers/customer_profiles")
     c360 = port_file(mesh_home, "customers/customer_360")

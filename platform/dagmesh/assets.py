@@ -6,7 +6,8 @@ from collections.abc import Iterator
 import dagster as dg
 
 from dagmesh.audit import check_names
-from dagmesh.build import BuildResult, build_product
+from dagmesh.build import BuildResult, UpstreamNotPublishedError, build_product
+from dagmesh.landing import SourceFileError
 from dagmesh.product import Product
 from dagmesh.resources import MeshStorage
 
@@ -103,7 +104,11 @@ def product_asset(product: Product) -> dg.AssetsDefinition:
     def _product(
         context: dg.AssetExecutionContext, mesh: MeshStorage
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        result = build_product(product, mesh, context.run_id, context.log)
+        try:
+            result = build_product(product, mesh, context.run_id, context.log)
+        except (SourceFileError, UpstreamNotPublishedError) as error:
+            # A clear message for the run's failure, not a stack trace wrapper.
+            raise dg.Failure(description=str(error)) from error
         checks = [
             dg.AssetCheckResult(
                 check_name=o.check,

@@ -63,10 +63,15 @@ def _file_columns(con: duckdb.DuckDBPyConnection, source: Landing, file: Path) -
 
 
 def _problem(error: Exception) -> str:
-    text = str(error).strip()
     if isinstance(error, UnicodeDecodeError):
         return f"not valid UTF-8 ({error.reason} at byte {error.start})"
-    return text.splitlines()[0] if text else type(error).__name__
+    # DuckDB says where, then why; the raw line it echoes may hold personal data.
+    lines = [
+        line.strip()
+        for line in str(error).splitlines()
+        if line.strip() and not line.startswith(("Original Line", "Possible Solution"))
+    ]
+    return "; ".join(lines[:2]) or type(error).__name__
 
 
 def check_file_shape(

@@ -133,9 +133,7 @@ def select(
     return sorted(wanted, key=lambda k: k.path)
 
 
-def launch_run(
-    context: WorkspaceProcessContext, keys: list[AssetKey], tags: dict[str, str]
-) -> str:
+def launch_run(context: WorkspaceProcessContext, keys: list[AssetKey], tags: dict[str, str]) -> str:
     """Launch one run of ``keys`` (all in one code location); return its id."""
     graph = context.create_request_context().asset_graph
     handle = graph.get_repository_handle(keys[0])
