@@ -147,6 +147,7 @@ def measure(command: list[str], env: dict[str, str], log: Path) -> Measurement:
 def parse_scale(text: str) -> int:
     """``10000``, ``250k``, ``1M``, ``10M`` → orders (as ``dagmesh generate`` reads it)."""
     import typer
+
     from dagmesh.cli import parse_scale as dagmesh_parse_scale
 
     try:

@@ -33,6 +33,7 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 
 import duckdb
+
 from dagmesh.context import ProductContext
 from dagmesh.landing import attach_landing
 from dagmesh.product import Product

@@ -112,7 +112,8 @@ def materialize(
             console.print(f"[red]error:[/] {error}")
             raise typer.Exit(2) from None
     console.print(
-        f"materialization {outcome.materialization_id}: {len(outcome.run_ids)} runs (Dagster runs tagged dagmesh/materialization={outcome.materialization_id})"
+        f"{len(outcome.run_ids)} Dagster runs, tagged "
+        f"dagmesh/materialization={outcome.materialization_id}"
     )
     if outcome.success:
         console.print(f"[green]materialized {len(outcome.materialized)} products[/]")

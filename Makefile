@@ -1,0 +1,30 @@
+# The two commands of README.md: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test lint bench
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+# Generate the sample sources, materialize every product of every domain,
+# then serve the Dagster UI (webserver + daemon) on http://127.0.0.1:3000.
+run: setup
+	$(BIN)/dagmesh dev
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# pytest exits non-zero when no test ran (exit code 5), and make stops on it.
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/bench_mesh.py --scale $(or $(SCALE),1M)
