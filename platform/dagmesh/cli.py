@@ -85,7 +85,7 @@ def materialize(
 ) -> None:
     """Materialize products across domains, in dependency order, as Dagster runs."""
     from dagmesh.runner import MaterializeError
-    from dagmesh.runner import materialize as run_backfill
+    from dagmesh.runner import materialize as run_materialization
 
     products = products or []
     if not products and not all_products:
@@ -107,7 +107,7 @@ def materialize(
             )
 
         try:
-            outcome = run_backfill(products, with_upstream=with_upstream, on_progress=report)
+            outcome = run_materialization(products, with_upstream=with_upstream, on_progress=report)
         except MaterializeError as error:
             console.print(f"[red]error:[/] {error}")
             raise typer.Exit(2) from None
