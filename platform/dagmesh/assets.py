@@ -1,6 +1,7 @@
 """Turning a product description into a Dagster asset."""
 
 import json
+import warnings
 from collections.abc import Iterator
 
 import dagster as dg
@@ -44,9 +45,12 @@ def _definition_metadata(product: Product) -> dict[str, object]:
         metadata["dagmesh/primary_key"] = ", ".join(product.primary_key)
     if product.defined_at:
         path, line = product.defined_at
-        metadata["dagster/code_references"] = dg.CodeReferencesMetadataValue(
-            code_references=[dg.LocalFileCodeReference(file_path=path, line_number=line)]
-        )
+        with warnings.catch_warnings():
+            # Code references are beta in Dagster 1.13; the UI supports them fully.
+            warnings.simplefilter("ignore", category=dg.BetaWarning)
+            metadata["dagster/code_references"] = dg.CodeReferencesMetadataValue(
+                code_references=[dg.LocalFileCodeReference(file_path=path, line_number=line)]
+            )
     return metadata
 
 

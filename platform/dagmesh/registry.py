@@ -100,15 +100,3 @@ def check_consumed(domain: Domain, workspace: Path | None = None) -> None:
             else:
                 resolve(ref, product.ref, workspace)
 
-
-def domain_dependencies(mesh: dict[str, Domain]) -> dict[str, set[str]]:
-    """Domain → the other domains whose products it consumes."""
-    return {
-        name: {
-            ref.split("/")[0]
-            for p in domain.products.values()
-            for ref in p.consumes.values()
-            if ref.split("/")[0] != name
-        }
-        for name, domain in mesh.items()
-    }
