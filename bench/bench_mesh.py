@@ -54,6 +54,7 @@ class Measurement:
     peak_procs: int
     max_single_rss: int
     returncode: int
+    started: float
     leftovers: list[str] = field(default_factory=list)
     linger: float = 0.0
 
@@ -67,6 +68,7 @@ class TreeSampler(threading.Thread):
         self.stop = threading.Event()
         self.peak_rss = 0
         self.peak_procs = 0
+        self.max_single_rss = 0
         self.seen: dict[int, psutil.Process] = {}
 
     def sample(self) -> None:
@@ -77,9 +79,11 @@ class TreeSampler(threading.Thread):
         total = procs = 0
         for proc in tree:
             try:
-                total += proc.memory_info().rss
+                rss = proc.memory_info().rss
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 continue
+            total += rss
+            self.max_single_rss = max(self.max_single_rss, rss)
             procs += 1
             self.seen.setdefault(proc.pid, proc)
         self.peak_rss = max(self.peak_rss, total)
@@ -116,17 +120,15 @@ def describe(proc: psutil.Process) -> str:
 def measure(command: list[str], env: dict[str, str], log: Path) -> Measurement:
     """Run ``command`` (output to ``log``); time it and sample its process tree."""
     with open(log, "w") as out:
+        started = time.time()
         start = time.perf_counter()
         proc = subprocess.Popen(command, env=env, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT)
         sampler = TreeSampler(proc.pid)
         sampler.start()
-        # wait4 also gives the kernel's peak RSS of the largest single process
-        # of the tree (every descendant its parent waited for).
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc.wait()
         wall = time.perf_counter() - start
         sampler.stop.set()
         sampler.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
     # Descendants still alive (e.g. code servers finishing their shutdown)
     # would compete with the next measurement: wait for them, untimed.
     leftovers = sampler.leftovers()
@@ -137,8 +139,9 @@ def measure(command: list[str], env: dict[str, str], log: Path) -> Measurement:
         wall=wall,
         peak_rss=sampler.peak_rss,
         peak_procs=sampler.peak_procs,
-        max_single_rss=usage.ru_maxrss * 1024,
+        max_single_rss=sampler.max_single_rss,
         returncode=proc.returncode,
+        started=started,
         leftovers=described,
         linger=time.perf_counter() - start,
     )
@@ -229,27 +232,34 @@ def fail(what: str, measured: Measurement, log: Path) -> None:
     sys.exit(f"{what} failed (exit {measured.returncode}); full output in {log}")
 
 
-def dagster_breakdown(mesh: Path) -> tuple[dict[str, float], dict[str, float]]:
+def dagster_breakdown(mesh: Path, measured: Measurement) -> tuple[dict[str, float], dict]:
     """From the Dagster instance of the last dagmesh run: seconds per product
-    step, and totals (runs, summed launch→start latency, run time, step time)."""
+    step, and totals (runs, summed launch→start latency, run time, step time,
+    when the first run was launched and the last one ended)."""
     from dagster import DagsterInstance
     from dagster._core.instance.ref import InstanceRef
 
     steps: dict[str, float] = {}
     totals = {"runs": 0.0, "launch_to_start": 0.0, "run_time": 0.0, "step_time": 0.0}
+    launches, ends = [], []
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(mesh / "dagster"))) as instance:
         for run in instance.get_runs():
             stats = instance.get_run_stats(run.run_id)
             totals["runs"] += 1
             if stats.launch_time and stats.start_time:
                 totals["launch_to_start"] += stats.start_time - stats.launch_time
+                launches.append(stats.launch_time)
             if stats.start_time and stats.end_time:
                 totals["run_time"] += stats.end_time - stats.start_time
+                ends.append(stats.end_time)
             for step in instance.get_run_step_stats(run.run_id):
                 if step.start_time and step.end_time:
                     seconds = step.end_time - step.start_time
                     steps[step.step_key.replace("__", "/")] = seconds
                     totals["step_time"] += seconds
+    totals["first_launch"] = min(launches) - measured.started if launches else float("nan")
+    totals["last_end"] = max(ends) - measured.started if ends else float("nan")
+    totals["wall"] = measured.wall
     return steps, totals
 
 
@@ -293,8 +303,12 @@ def report(
 
     print()
     print(
-        f"dagmesh (last run): {totals['runs']:.0f} Dagster runs; summed over runs: "
-        f"launch→start {totals['launch_to_start']:.1f}s, run time {totals['run_time']:.1f}s, "
+        f"dagmesh (last run): first run launched at {totals['first_launch']:.1f}s, last run "
+        f"ended at {totals['last_end']:.1f}s, process exited at {totals['wall']:.1f}s"
+    )
+    print(
+        f"  {totals['runs']:.0f} Dagster runs; summed over them: launch→start "
+        f"{totals['launch_to_start']:.1f}s, run time {totals['run_time']:.1f}s, "
         f"product steps {totals['step_time']:.1f}s"
     )
     print()
@@ -380,7 +394,7 @@ def main() -> None:
             note_leftovers("raw", measured)
 
         raw_times = json.loads((raw / "_timings.json").read_text())
-        steps, totals = dagster_breakdown(mesh)
+        steps, totals = dagster_breakdown(mesh, runs["dagmesh"][-1])
         counts = row_counts(mesh, raw, list(raw_times))
         report(args.scale, runs, steps, totals, raw_times, counts)
     finally:

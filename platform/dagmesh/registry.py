@@ -99,4 +99,3 @@ def check_consumed(domain: Domain, workspace: Path | None = None) -> None:
                     )
             else:
                 resolve(ref, product.ref, workspace)
-
