@@ -43,6 +43,7 @@ LINGER_TIMEOUT = 120
 MIB = 1024 * 1024
 TARGET_WALL = 1.3
 TARGET_RSS = 2.0
+TARGET_SCALE = 10_000_000
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Measurement:
     peak_rss: int
     peak_procs: int
     max_single_rss: int
+    cpu: float
+    load: float
     returncode: int
     started: float
     leftovers: list[str] = field(default_factory=list)
@@ -69,6 +72,7 @@ class TreeSampler(threading.Thread):
         self.peak_rss = 0
         self.peak_procs = 0
         self.max_single_rss = 0
+        self.cpu: dict[int, float] = {}
         self.seen: dict[int, psutil.Process] = {}
 
     def sample(self) -> None:
@@ -80,8 +84,10 @@ class TreeSampler(threading.Thread):
         for proc in tree:
             try:
                 rss = proc.memory_info().rss
+                times = proc.cpu_times()
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 continue
+            self.cpu[proc.pid] = times.user + times.system
             total += rss
             self.max_single_rss = max(self.max_single_rss, rss)
             procs += 1
@@ -120,6 +126,7 @@ def describe(proc: psutil.Process) -> str:
 def measure(command: list[str], env: dict[str, str], log: Path) -> Measurement:
     """Run ``command`` (output to ``log``); time it and sample its process tree."""
     with open(log, "w") as out:
+        load = os.getloadavg()[0]
         started = time.time()
         start = time.perf_counter()
         proc = subprocess.Popen(command, env=env, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT)
@@ -140,6 +147,8 @@ def measure(command: list[str], env: dict[str, str], log: Path) -> Measurement:
         peak_rss=sampler.peak_rss,
         peak_procs=sampler.peak_procs,
         max_single_rss=sampler.max_single_rss,
+        cpu=sum(sampler.cpu.values()),
+        load=load,
         returncode=proc.returncode,
         started=started,
         leftovers=described,
@@ -293,13 +302,21 @@ def report(
     counts: dict[str, tuple[int | None, int | None]],
 ) -> None:
     print()
-    print(f"{'run':<12}{'wall s':>10}{'peak RSS MiB':>15}{'max 1-proc MiB':>16}{'procs':>7}")
+    print(
+        f"{'run':<12}{'wall s':>10}{'peak RSS MiB':>15}{'max 1-proc MiB':>16}{'procs':>7}"
+        f"{'CPU s':>9}{'load':>7}"
+    )
     for name, measured in runs.items():
         for i, m in enumerate(measured, 1):
             print(
                 f"{name + ' #' + str(i):<12}{m.wall:>10.2f}{mib(m.peak_rss):>15}"
-                f"{mib(m.max_single_rss):>16}{m.peak_procs:>7}"
+                f"{mib(m.max_single_rss):>16}{m.peak_procs:>7}{m.cpu:>9.1f}{m.load:>7.2f}"
             )
+    print(
+        "(peak RSS: sum over the process tree; max 1-proc: largest single process; procs: "
+        "most processes at once; CPU: user+system of the tree, sampled; load: 1-min load "
+        "average at start, from any process on the machine)"
+    )
 
     print()
     print(
@@ -336,11 +353,14 @@ def report(
         print(f"{name:<12}{wall[name]:>10.2f}{mib(rss[name]):>15}")
     wall_ratio = wall["dagmesh"] / wall["raw"]
     rss_ratio = rss["dagmesh"] / rss["raw"]
-    print(
-        f"targets (at 10M orders): wall ≤ {TARGET_WALL}x "
-        f"({'met' if wall_ratio <= TARGET_WALL else 'NOT met'}), peak RSS ≤ {TARGET_RSS}x "
-        f"({'met' if rss_ratio <= TARGET_RSS else 'NOT met'})"
-    )
+    targets = f"targets at {TARGET_SCALE:,} orders: wall ≤ {TARGET_WALL}x, peak RSS ≤ {TARGET_RSS}x"
+    if scale >= TARGET_SCALE:
+        wall_ok = "met" if wall_ratio <= TARGET_WALL else "NOT met"
+        rss_ok = "met" if rss_ratio <= TARGET_RSS else "NOT met"
+        targets += f" (wall {wall_ok}, peak RSS {rss_ok})"
+    else:
+        targets += " (not judged at this scale: fixed costs dominate)"
+    print(targets)
     print(f"ratio dagmesh/raw: wall {wall_ratio:.2f}x, peak_rss {rss_ratio:.2f}x")
 
 
@@ -367,7 +387,7 @@ def main() -> None:
     work = (work or args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     mesh, raw = work / "mesh", work / "raw"
-    fate = "deleted at the end" if temporary and not args.keep else "kept"
+    fate = "deleted at the end unless a run fails" if temporary and not args.keep else "kept"
     print(f"dagmesh bench: {args.scale:,} orders, {args.repeat} run(s) each")
     print(f"work folder: {work} ({fate})")
     try:
@@ -397,9 +417,12 @@ def main() -> None:
         steps, totals = dagster_breakdown(mesh, runs["dagmesh"][-1])
         counts = row_counts(mesh, raw, list(raw_times))
         report(args.scale, runs, steps, totals, raw_times, counts)
-    finally:
-        if temporary and not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+    except BaseException:
+        if temporary:
+            print(f"(work folder kept for inspection: {work})", file=sys.stderr)
+        raise
+    if temporary and not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
