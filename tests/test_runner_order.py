@@ -18,10 +18,11 @@ LOCATION = {A: "sales", B: "sales", C: "shipping", D: "shipping", E: "finance"}
 KEYS = [A, B, C, D, E]
 
 
-def test_a_location_runs_its_chain_in_one_run_but_waits_for_other_locations():
-    # b rides along with a (same location); d waits for b from another location.
-    assert ready_products(KEYS, PARENTS, LOCATION, done=set(), unavailable=set()) == [A, B, C]
-    assert ready_products(KEYS, PARENTS, LOCATION, done={A, B, C}, unavailable=set()) == [D]
+def test_a_domain_runs_once_when_its_inputs_from_other_domains_are_done():
+    # Sales needs nothing from others: a and b in one run. Shipping's d needs
+    # sales/b, so all of shipping (c too) waits and then runs together.
+    assert ready_products(KEYS, PARENTS, LOCATION, done=set(), unavailable=set()) == [A, B]
+    assert ready_products(KEYS, PARENTS, LOCATION, done={A, B}, unavailable=set()) == [C, D]
     assert ready_products(KEYS, PARENTS, LOCATION, done={A, B, C, D}, unavailable={E}) == []
 
 

@@ -1,10 +1,10 @@
 """Materializing products across code locations, in dependency order.
 
 Dagster runs one code location per run. dagmesh reads the workspace's asset
-graph, and whenever every selected parent of some products has
-materialized, launches those products as one run per code location through
-Dagster's GraphQL API (``launchRun``) and follows the runs in the instance,
-so each run shows in the UI's runs list, tagged ``dagmesh/materialization``.
+graph and launches each domain's selected products as one run, through
+Dagster's GraphQL API (``launchRun``), once everything they need from other
+domains has materialized; it follows the runs in the instance, so each run
+shows in the UI's runs list, tagged ``dagmesh/materialization``.
 
 Why not one asset backfill: in Dagster 1.13 an asset backfill puts all
 unpartitioned assets that are ready at once into a single run request and
@@ -17,6 +17,7 @@ supply these keys".
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections import defaultdict
@@ -219,21 +220,24 @@ def ready_products(
     done: set[AssetKey],
     unavailable: set[AssetKey],
 ) -> list[AssetKey]:
-    """Products that can start now: parents in other locations are done, and
-    parents in the same location are done or start in the same run (Dagster
-    orders steps within a run), so a domain needs as few runs as possible."""
-    ready = {k for k in keys if k not in done and k not in unavailable}
-    changed = True
-    while changed:
-        changed = False
-        for key in list(ready):
-            for parent in parents[key]:
-                same_run = location[parent] == location[key] and parent in ready
-                if parent not in done and not same_run:
-                    ready.discard(key)
-                    changed = True
-                    break
-    return [k for k in keys if k in ready]
+    """The products to launch now: every pending product of each domain whose
+    pending products' inputs from other domains are all done.
+
+    A domain thus runs once, all its selected products in one run (Dagster
+    orders the steps), as soon as what it needs from other domains is
+    published. Measured at 10M orders, this beat launching every product as
+    early as possible: each run costs a worker process (~2–3 s on the
+    critical path), and more concurrent DuckDB steps than cores only share
+    the same CPU.
+    """
+    pending = [k for k in keys if k not in done and k not in unavailable]
+    waiting = {
+        location[k]
+        for k in pending
+        for parent in parents[k]
+        if location[parent] != location[k] and parent not in done
+    }
+    return [k for k in pending if location[k] not in waiting]
 
 
 def materialize(
@@ -241,16 +245,21 @@ def materialize(
     with_upstream: bool = False,
     on_progress: Callable[[list[str], list[str], int], None] | None = None,
     timeout: float | None = None,
+    max_runs: int | None = None,
 ) -> Outcome:
     """Materialize products (all of them when ``refs`` is empty) across the
     domains' code locations, each product as soon as its upstream is done.
 
     ``on_progress(materialized, failed_or_skipped, total)`` is called as
-    products finish. Returns the :class:`Outcome`; raises MaterializeError
-    when the selection or the workspace is wrong.
+    products finish. At most ``max_runs`` runs go at once (default
+    ``DAGMESH_MAX_RUNS`` or the number of cores): each step's DuckDB already
+    uses every core, and more runs than cores only slow the critical path.
+    Returns the :class:`Outcome`; raises MaterializeError when the selection
+    or the workspace is wrong.
     """
     quiet_tools()
     ensure_dagster_home()
+    max_runs = max_runs or int(os.environ.get("DAGMESH_MAX_RUNS", 0)) or os.cpu_count() or 2
     logging.getLogger("dagster.code_server").setLevel(logging.WARNING)
     with DagsterInstance.get() as instance, workspace_context(instance) as context:
         keys = select(context, refs, with_upstream)
@@ -278,7 +287,7 @@ def materialize(
             # Launches are slow and serial, so the run that unblocks the most
             # downstream products goes first.
             groups = sorted(by_location.values(), key=lambda g: -max(reach[k] for k in g))
-            for group in groups:
+            for group in groups[: max(0, max_runs - len(running))]:
                 run_id = launch_run(context, group, tags)
                 running[run_id] = set(group)
                 outcome.run_ids.append(run_id)
