@@ -140,7 +140,11 @@ def dev(
 
     if not (config.landing_dir() / "_truth.json").exists():
         generate(scale=scale, seed=42)
-    materialize(products=None, all_products=True, with_upstream=False)
+    try:
+        materialize(products=None, all_products=True, with_upstream=False)
+    except typer.Exit:
+        # Serve the UI anyway: it is where an operator looks into the failure.
+        console.print("[yellow]the mesh did not fully materialize; the UI shows why[/]")
     quiet_tools()
     ensure_dagster_home()
     workspace = str(config.workspace_file())

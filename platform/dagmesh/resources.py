@@ -3,6 +3,7 @@ the DuckDB engine that computes inside it."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +12,18 @@ from pydantic import Field
 
 from dagmesh import config
 from dagmesh.storage import OutputPort
+
+
+def default_memory_limit() -> str:
+    """``DAGMESH_DUCKDB_MEMORY_LIMIT``, else 80 % of RAM divided by the runs
+    that may go at once (``DAGMESH_MAX_RUNS`` or the cores): DuckDB's own
+    default gives every step 80 % of RAM, so concurrent steps could together
+    ask for more than the machine has; past the limit DuckDB spills to disk."""
+    if env := os.environ.get("DAGMESH_DUCKDB_MEMORY_LIMIT"):
+        return env
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    runs = int(os.environ.get("DAGMESH_MAX_RUNS", 0)) or os.cpu_count() or 1
+    return f"{int(ram * 0.8 / runs) // 2**20}MB"
 
 
 class MeshStorage(dg.ConfigurableResource):
@@ -27,7 +40,9 @@ class MeshStorage(dg.ConfigurableResource):
     )
     keep_versions: int = Field(default=5, description="Published versions kept per product")
     memory_limit: str | None = Field(
-        default=None, description="DuckDB memory_limit per step, e.g. '8GB' (DuckDB's default)"
+        default=None,
+        description="DuckDB memory_limit per step, e.g. '8GB'; default: "
+        "DAGMESH_DUCKDB_MEMORY_LIMIT, else 80% of RAM shared by the concurrent runs",
     )
     threads: int | None = Field(default=None, description="DuckDB threads per step")
 
@@ -53,9 +68,10 @@ class MeshStorage(dg.ConfigurableResource):
         """A fresh in-memory DuckDB for one step of ``domain``."""
         spill = self.domain_dir(domain) / "tmp"
         spill.mkdir(parents=True, exist_ok=True)
-        settings: dict[str, str | int | bool] = {"temp_directory": str(spill)}
-        if self.memory_limit:
-            settings["memory_limit"] = self.memory_limit
+        settings: dict[str, str | int | bool] = {
+            "temp_directory": str(spill),
+            "memory_limit": self.memory_limit or default_memory_limit(),
+        }
         if self.threads:
             settings["threads"] = self.threads
         return duckdb.connect(":memory:", config=settings)
