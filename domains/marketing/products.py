@@ -1,9 +1,6 @@
 """Marketing products: leads, attribution and ad-platform audiences."""
 
-import os
-
-import duckdb
-import pyarrow as pa
+import pandas as pd
 
 from dagmesh import Column, Domain, Landing, ProductContext, pii
 
@@ -146,16 +143,6 @@ marketing.sql_product(
 )
 
 
-EXPORT_SCHEMA = pa.schema(
-    [
-        ("ad_platform", pa.string()),
-        ("audience", pa.string()),
-        ("members", pa.int64()),
-        ("file", pa.string()),
-    ]
-)
-
-
 @marketing.python_product(
     description=(
         "Reverse ETL: each ad platform's audiences written as a CSV file into the marketing "
@@ -171,23 +158,21 @@ EXPORT_SCHEMA = pa.schema(
     ],
     primary_key=["ad_platform", "audience"],
 )
-def audience_exports(ctx: ProductContext) -> pa.Table:
-    """Write one CSV per platform and audience; return what was written."""
-    audiences = ctx.input("ad_audiences")
-    groups = audiences.aggregate("ad_platform, audience, count(*) AS members").fetchall()
-    sent: dict[str, list] = {"ad_platform": [], "audience": [], "members": [], "file": []}
-    for platform, audience, members in sorted(groups):
-        target = ctx.outbox / platform / f"{audience}.csv"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        members_of = audiences.filter(
-            (duckdb.ColumnExpression("ad_platform") == duckdb.ConstantExpression(platform))
-            & (duckdb.ColumnExpression("audience") == duckdb.ConstantExpression(audience))
+def audience_exports(ctx: ProductContext) -> pd.DataFrame:
+    """Send one file of hashed emails per platform and audience; list what was sent."""
+    audiences = ctx.sql(
+        "SELECT ad_platform, audience, count(*) FROM ad_audiences GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    sent = []
+    for platform, audience, members in audiences:
+        emails = ctx.sql(
+            "SELECT email_sha256 FROM ad_audiences "
+            "WHERE ad_platform = $platform AND audience = $audience ORDER BY email_sha256",
+            params={"platform": platform, "audience": audience},
         )
-        # Written aside and renamed, so the uploader never picks up a partial file.
-        partial = target.with_suffix(".csv.partial")
-        members_of.select("email_sha256").order("email_sha256").write_csv(str(partial))
-        os.replace(partial, target)
-        for column, value in zip(sent, (platform, audience, members, str(target)), strict=True):
-            sent[column].append(value)
-    ctx.log.info(f"sent {len(sent['file'])} audience files to {ctx.outbox}")
-    return pa.table(sent, schema=EXPORT_SCHEMA)
+        file = ctx.send_to_outbox(emails, f"{platform}/{audience}.csv")
+        sent.append((platform, audience, members, str(file)))
+    ctx.log.info(f"sent {len(sent)} audience files to {ctx.outbox}")
+    return pd.DataFrame(sent, columns=["ad_platform", "audience", "members", "file"]).astype(
+        {"members": "int64"}
+    )

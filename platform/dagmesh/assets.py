@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from dagmesh.audit import check_names
+from dagmesh.audit import audit_checks
 from dagmesh.build import BuildResult, UpstreamNotPublishedError, build_product
 from dagmesh.landing import SourceFileError
 from dagmesh.product import Product
@@ -80,14 +80,9 @@ def product_asset(product: Product) -> dg.AssetsDefinition:
     """The Dagster asset of a product: key ``[domain, name]``, deps on what it
     consumes, blocking audit checks, and write–audit–publish as its body."""
     key = dg.AssetKey(product.key_path)
-    descriptions = {
-        "schema": "Declared columns are present with their declared types.",
-        "not_null": "Required and primary-key columns hold no NULLs.",
-        "primary_key": f"{product.primary_key} identifies each row once.",
-    }
     check_specs = [
-        dg.AssetCheckSpec(name, asset=key, blocking=True, description=descriptions[name])
-        for name in check_names(product)
+        dg.AssetCheckSpec(name, asset=key, blocking=True, description=description)
+        for name, description in audit_checks(product).items()
     ]
     tags = {f"{TAG_PREFIX}/domain": product.domain, f"{TAG_PREFIX}/access": product.access}
     if any(c.is_pii for c in product.columns):
@@ -130,7 +125,7 @@ def product_asset(product: Product) -> dg.AssetsDefinition:
             raise dg.Failure(
                 description=f"{product.ref} was not published; the last good version stays "
                 f"in place.\n{result.failure_message}",
-                metadata={"skipped_checks": sorted(set(check_names(product)) - ran)},
+                metadata={"skipped_checks": sorted(set(audit_checks(product)) - ran)},
             )
         yield dg.MaterializeResult(
             asset_key=key, metadata=_materialization_metadata(result), check_results=checks

@@ -63,13 +63,21 @@ def check_schema(product: Product, columns: list[str], types: list[str]) -> Audi
     )
 
 
+def masked_columns(product: Product) -> str:
+    """A select list of the product's columns as text, personal data masked:
+    what may be shown in error messages and previews."""
+    return ", ".join(
+        f"{literal(MASK)} AS {ident(c.name)}"
+        if c.is_pii
+        else f"{ident(c.name)}::VARCHAR AS {ident(c.name)}"
+        for c in product.columns
+    )
+
+
 def _sample(
     con: duckdb.DuckDBPyConnection, product: Product, data: str, where: str
 ) -> list[dict[str, Any]]:
-    shown = ", ".join(
-        f"{literal(MASK)} AS {ident(c.name)}" if c.is_pii else ident(c.name)
-        for c in product.columns
-    )
+    shown = masked_columns(product)
     rel = con.sql(f"SELECT {shown} FROM {data} WHERE {where} LIMIT {SAMPLE_ROWS}")
     return [dict(zip(rel.columns, map(str, row), strict=True)) for row in rel.fetchall()]
 
@@ -144,11 +152,12 @@ def audit_staged(
     return [o for o in outcomes if o is not None]
 
 
-def check_names(product: Product) -> list[str]:
-    """The names of the audit checks a product gets (one Dagster asset check each)."""
-    names = ["schema"]
+def audit_checks(product: Product) -> dict[str, str]:
+    """The audit checks a product gets (one blocking Dagster asset check each),
+    by name, with what each one guarantees."""
+    checks = {"schema": "Declared columns are present with their declared types."}
     if product.primary_key or any(not c.nullable for c in product.columns):
-        names.append("not_null")
+        checks["not_null"] = "Required and primary-key columns hold no NULLs."
     if product.primary_key:
-        names.append("primary_key")
-    return names
+        checks["primary_key"] = f"{product.primary_key} identifies each row once."
+    return checks

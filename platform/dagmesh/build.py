@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from dagmesh.audit import AuditOutcome, audit_staged, check_schema
+from dagmesh.audit import AuditOutcome, audit_staged, check_schema, masked_columns
 from dagmesh.context import ProductContext
 from dagmesh.landing import REJECT_REASON, attach_landing, diagnose
 from dagmesh.product import Product
@@ -107,10 +107,7 @@ def _quarantine_counts(con: duckdb.DuckDBPyConnection, scans) -> dict[str, dict[
 
 
 def _preview(con: duckdb.DuckDBPyConnection, product: Product, data_file) -> list[dict[str, str]]:
-    shown = ", ".join(
-        f"'***' AS {ident(c.name)}" if c.is_pii else f"{ident(c.name)}::VARCHAR"
-        for c in product.columns
-    )
+    shown = masked_columns(product)
     rel = con.sql(f"SELECT {shown} FROM read_parquet({literal(data_file)}) LIMIT {PREVIEW_ROWS}")
     return [
         {c: "NULL" if v is None else v for c, v in zip(rel.columns, row, strict=True)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +35,10 @@ class ProductContext:
             raise KeyError(f"{self.product.ref} has no input {alias!r}; its inputs are {known}")
         return self.con.table(ident(alias))
 
-    def sql(self, query: str) -> duckdb.DuckDBPyRelation:
-        """Run SQL in this step's DuckDB; inputs are tables named by alias."""
-        return self.con.sql(query)
+    def sql(self, query: str, params: dict | None = None) -> duckdb.DuckDBPyRelation:
+        """Run SQL in this step's DuckDB; inputs are tables named by alias,
+        ``$name`` placeholders take ``params``."""
+        return self.con.sql(query, params=params) if params else self.con.sql(query)
 
     @property
     def outbox(self) -> Path:
@@ -44,3 +46,16 @@ class ProductContext:
         path = self.domain_dir / "outbox"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def send_to_outbox(self, relation: duckdb.DuckDBPyRelation, name: str) -> Path:
+        """Write ``relation`` as CSV to ``outbox/<name>`` and return the path.
+
+        The file is written aside and renamed, so an uploader watching the
+        outbox never picks up a partial file.
+        """
+        target = self.outbox / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        relation.write_csv(str(partial))
+        os.replace(partial, target)
+        return target

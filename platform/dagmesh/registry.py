@@ -68,20 +68,29 @@ def load_mesh(workspace: Path | None = None) -> dict[str, Domain]:
     return {name: load_domain(loc) for name, loc in workspace_locations(workspace).items()}
 
 
-def resolve(ref: str, consumer: str, workspace: Path | None = None) -> Product:
+def resolve(
+    ref: str,
+    consumer: str,
+    workspace: Path | None = None,
+    locations: dict[str, Location] | None = None,
+) -> Product:
     """The product named ``ref`` (``domain/name``); ``consumer`` is who asks,
     named in the error when it does not exist."""
     domain_name, _, name = ref.partition("/")
-    locations = workspace_locations(workspace)
+    locations = locations if locations is not None else workspace_locations(workspace)
     if domain_name not in locations:
         raise MeshError(
             f"{consumer} consumes {ref!r}, but there is no domain {domain_name!r} in the "
             f"workspace (domains: {sorted(locations)})"
         )
-    domain = load_domain(locations[domain_name])
+    return product_of(load_domain(locations[domain_name]), name, ref, consumer)
+
+
+def product_of(domain: Domain, name: str, ref: str, consumer: str) -> Product:
+    """``domain``'s product ``name``, or a MeshError naming both products."""
     if name not in domain.products:
         raise MeshError(
-            f"{consumer} consumes {ref!r}, but domain {domain_name!r} has no product {name!r} "
+            f"{consumer} consumes {ref!r}, but domain {domain.name!r} has no product {name!r} "
             f"(its products: {sorted(domain.products)})"
         )
     return domain.products[name]
@@ -89,13 +98,11 @@ def resolve(ref: str, consumer: str, workspace: Path | None = None) -> Product:
 
 def check_consumed(domain: Domain, workspace: Path | None = None) -> None:
     """Raise MeshError naming both products if ``domain`` consumes an unknown product."""
+    locations = workspace_locations(workspace)
     for product in domain.products.values():
         for ref in product.consumes.values():
-            if ref.split("/")[0] == domain.name:
-                if ref.split("/")[1] not in domain.products:
-                    raise MeshError(
-                        f"{product.ref} consumes {ref!r}, but domain {domain.name!r} has no "
-                        f"product {ref.split('/')[1]!r} (its products: {sorted(domain.products)})"
-                    )
+            producer, name = ref.split("/")
+            if producer == domain.name:
+                product_of(domain, name, ref, product.ref)
             else:
-                resolve(ref, product.ref, workspace)
+                resolve(ref, product.ref, locations=locations)

@@ -248,7 +248,8 @@ def materialize(
     max_runs: int | None = None,
 ) -> Outcome:
     """Materialize products (all of them when ``refs`` is empty) across the
-    domains' code locations, each product as soon as its upstream is done.
+    domains' code locations: one run per domain, once what it needs from
+    other domains is done.
 
     ``on_progress(materialized, failed_or_skipped, total)`` is called as
     products finish. At most ``max_runs`` runs go at once (default
@@ -314,7 +315,9 @@ def materialize(
                 raise MaterializeError(f"materialization {materialization_id} timed out")
         outcome.materialized = sorted(product_ref(k) for k in done)
         failed_refs = {f.product for f in outcome.failures}
+        # Everything selected that neither materialized nor failed itself,
+        # including products several steps below a failure.
         outcome.not_run = sorted(
-            product_ref(k) for k in failed if product_ref(k) not in failed_refs
+            product_ref(k) for k in keys if k not in done and product_ref(k) not in failed_refs
         )
         return outcome
