@@ -74,7 +74,7 @@ def test_products_carry_owner_group_kinds_schema_and_checks(workspace_graph):
 def test_the_mesh_declares_at_least_fourteen_products_in_five_domains(mesh_home):
     mesh = load_mesh()
     assert set(mesh) == {"sales", "shipping", "marketing", "customers", "finance"}
-    assert sum(len(d.products) for d in mesh.values()) >= 14
+    assert sum(len(d.product_names()) for d in mesh.values()) >= 14
 
 
 def test_consuming_an_unknown_product_fails_at_load_naming_both(mesh_home):

@@ -4,8 +4,13 @@ import pandas as pd
 
 from dagmesh import Column, Domain, Landing, ProductContext, pii
 
+# Leads are ingested here; attribution and audiences are built by the dbt
+# project dbt_projects/marketing; the reverse ETL below sends the audiences.
 marketing = Domain(
-    "marketing", owner="growth", description="CRM leads, attribution and ad audiences."
+    "marketing",
+    owner="growth",
+    description="CRM leads, attribution and ad audiences.",
+    dbt_project="dbt_projects/marketing",
 )
 
 marketing.sql_product(
@@ -55,90 +60,6 @@ marketing.sql_product(
             timezone('UTC', created_at::TIMESTAMPTZ) AS created_at,
             nullif(trim(customer_id), '') AS customer_id
         FROM leads
-    """,
-)
-
-marketing.sql_product(
-    "lead_attribution",
-    description="Per lead: did it convert, and the orders and revenue of the customer it "
-    "became, credited to the lead's channel and ad platform.",
-    consumes=["crm_leads", "sales/orders", "sales/order_items"],
-    columns=[
-        Column("lead_id", "VARCHAR", "Lead identifier.", nullable=False),
-        Column("customer_id", "VARCHAR", "The customer the lead became, if any."),
-        Column("channel", "VARCHAR", "organic, lead_generation or both.", nullable=False),
-        Column("ad_platform", "VARCHAR", "google, meta or linkedin; NULL when organic."),
-        Column("converted", "BOOLEAN", "The lead placed at least one order.", nullable=False),
-        Column("first_order_at", "TIMESTAMP", "The customer's first order (UTC)."),
-        Column("orders", "BIGINT", "Orders placed, cancelled ones excluded."),
-        Column("revenue", "DECIMAL(18,2)", "Revenue of those orders (EUR)."),
-    ],
-    primary_key="lead_id",
-    sql="""
-        WITH customer_orders AS (
-            SELECT o.customer_id, min(o.ordered_at) AS first_order_at,
-                   count(DISTINCT o.order_id) AS orders, sum(i.line_amount) AS revenue
-            FROM orders o JOIN order_items i USING (order_id)
-            WHERE o.status <> 'cancelled'
-            GROUP BY o.customer_id
-        )
-        SELECT
-            l.lead_id,
-            l.customer_id,
-            l.channel,
-            l.ad_platform,
-            c.customer_id IS NOT NULL AS converted,
-            c.first_order_at,
-            coalesce(c.orders, 0)::BIGINT AS orders,
-            coalesce(c.revenue, 0)::DECIMAL(18,2) AS revenue
-        FROM crm_leads l
-        LEFT JOIN customer_orders c USING (customer_id)
-    """,
-)
-
-marketing.sql_product(
-    "ad_audiences",
-    description=(
-        "Audiences per ad platform, members identified by the SHA-256 of their normalised "
-        "email as the platforms expect: converted customers to exclude from acquisition, "
-        "open leads to retarget, and customers whose order arrived late to win back."
-    ),
-    consumes=["crm_leads", "lead_attribution", "shipping/shipping_delays"],
-    columns=[
-        Column("ad_platform", "VARCHAR", "google, meta or linkedin.", nullable=False),
-        Column(
-            "audience",
-            "VARCHAR",
-            "converted_customers, open_leads or delayed_customers.",
-            nullable=False,
-        ),
-        Column(
-            "email_sha256",
-            "VARCHAR",
-            "SHA-256 of the lower-case email.",
-            nullable=False,
-            classification="pseudonymous",
-        ),
-        Column("lead_id", "VARCHAR", "The CRM lead.", nullable=False),
-    ],
-    primary_key=["ad_platform", "audience", "lead_id"],
-    sql="""
-        WITH members AS (
-            SELECT l.ad_platform, l.lead_id, l.email, a.converted, l.customer_id
-            FROM crm_leads l JOIN lead_attribution a USING (lead_id)
-            WHERE l.ad_platform IS NOT NULL AND l.email IS NOT NULL
-        ), delayed AS (
-            SELECT DISTINCT customer_id FROM shipping_delays WHERE is_delayed
-        )
-        SELECT ad_platform, 'converted_customers' AS audience, sha256(email) AS email_sha256,
-               lead_id
-        FROM members WHERE converted
-        UNION ALL
-        SELECT ad_platform, 'open_leads', sha256(email), lead_id
-        FROM members WHERE NOT converted
-        UNION ALL
-        SELECT m.ad_platform, 'delayed_customers', sha256(m.email), m.lead_id
-        FROM members m JOIN delayed d USING (customer_id)
     """,
 )
 

@@ -7,6 +7,7 @@ failing rows (personal data masked).
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,14 +64,19 @@ def check_schema(product: Product, columns: list[str], types: list[str]) -> Audi
     )
 
 
-def masked_columns(product: Product) -> str:
-    """A select list of the product's columns as text, personal data masked:
+def masked_select(columns: Iterable[str], personal: Collection[str]) -> str:
+    """A select list of ``columns`` as text, those in ``personal`` masked:
     what may be shown in error messages and previews."""
     return ", ".join(
-        f"{literal(MASK)} AS {ident(c.name)}"
-        if c.is_pii
-        else f"{ident(c.name)}::VARCHAR AS {ident(c.name)}"
-        for c in product.columns
+        f"{literal(MASK)} AS {ident(c)}" if c in personal else f"{ident(c)}::VARCHAR AS {ident(c)}"
+        for c in columns
+    )
+
+
+def masked_columns(product: Product) -> str:
+    """The product's columns as :func:`masked_select`, personal data masked."""
+    return masked_select(
+        [c.name for c in product.columns], {c.name for c in product.columns if c.is_pii}
     )
 
 

@@ -118,6 +118,8 @@ def materialize(
     if outcome.success:
         console.print(f"[green]materialized {len(outcome.materialized)} products[/]")
         return
+    for location, error in outcome.load_errors.items():
+        console.print(f"[red]FAILED to load[/] code location {location}:\n{error}")
     for failure in outcome.failures:
         console.print(
             f"[red]FAILED[/] {failure.product} in run {failure.run_id}:\n{failure.message}"
@@ -125,6 +127,28 @@ def materialize(
     if outcome.not_run:
         console.print(f"[yellow]not run (upstream failed):[/] {', '.join(outcome.not_run)}")
     raise typer.Exit(1)
+
+
+@app.command()
+def prepare() -> None:
+    """Parse every domain's dbt project into the manifest its code location
+    loads (run before serving or deploying; ``dagmesh dev`` does it)."""
+    from dagmesh.dbt.project import DbtProjectError
+    from dagmesh.registry import load_mesh
+
+    failed = False
+    for name, domain in load_mesh().items():
+        if domain.dbt is None:
+            continue
+        try:
+            manifest = domain.dbt.prepare()
+        except DbtProjectError as error:
+            console.print(f"[red]✗[/] {name}: {error}")
+            failed = True
+            continue
+        console.print(f"[green]✓[/] {name}: {manifest}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -140,6 +164,10 @@ def dev(
 
     if not (config.landing_dir() / "_truth.json").exists():
         generate(scale=scale, seed=42)
+    try:
+        prepare()
+    except typer.Exit:
+        console.print("[yellow]a dbt project does not compile; its domain will not load[/]")
     try:
         materialize(products=None, all_products=True, with_upstream=False)
     except typer.Exit:

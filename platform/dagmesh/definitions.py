@@ -7,6 +7,7 @@ from typing import Literal
 import dagster as dg
 
 from dagmesh.assets import product_asset
+from dagmesh.dbt.assets import dbt_domain_assets
 from dagmesh.product import Domain
 from dagmesh.registry import check_consumed
 from dagmesh.resources import MeshStorage
@@ -24,6 +25,8 @@ def domain_definitions(domain: Domain, executor: Executor = "in_process") -> dg.
     """
     check_consumed(domain)
     assets = [product_asset(p) for p in domain.products.values()]
+    if domain.dbt is not None:
+        assets.append(dbt_domain_assets(domain.name, domain.owner, domain.dbt))
     job = dg.define_asset_job(
         f"{domain.name}_products",
         selection=dg.AssetSelection.groups(domain.name),

@@ -14,9 +14,16 @@ EMBEDDED_DAGSTER_YAML = """\
 run_coordinator:
   module: dagster._core.run_coordinator
   class: DefaultRunCoordinator
+# One step at a time per pool: a domain's dbt runs share its DuckDB file
+# (pool dagmesh-dbt-<domain>), and DuckDB allows one writing process per file.
+concurrency:
+  pools:
+    granularity: op
+    default_limit: 1
 telemetry:
   enabled: false
 """
+WRITTEN_BY_DAGMESH = "# Written by dagmesh"
 
 
 def ensure_dagster_home() -> Path:
@@ -25,7 +32,11 @@ def ensure_dagster_home() -> Path:
     home = config.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
-    if not settings.exists():
+    # Our own file is brought up to date; an operator's file is left alone.
+    if not settings.exists() or (
+        settings.read_text().startswith(WRITTEN_BY_DAGMESH)
+        and settings.read_text() != EMBEDDED_DAGSTER_YAML
+    ):
         settings.write_text(EMBEDDED_DAGSTER_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
     return home

@@ -153,14 +153,37 @@ class Domain:
 
     Its products become one Dagster code location via :meth:`definitions`.
     Inputs are named ``"domain/product"``; a bare ``"product"`` means one of
-    this domain's own products.
+    this domain's own products. ``dbt_project`` (a folder, relative to the
+    project root) makes every model, seed and snapshot of that dbt project a
+    product of the domain too.
     """
 
-    def __init__(self, name: str, owner: str, description: str) -> None:
+    def __init__(
+        self, name: str, owner: str, description: str, dbt_project: str | None = None
+    ) -> None:
         self.name = check_identifier(name, "domain")
         self.owner = owner
         self.description = description
         self.products: dict[str, Product] = {}
+        self.dbt_project_dir = dbt_project
+        self._dbt: Any = None
+
+    @property
+    def dbt(self):
+        """The domain's :class:`~dagmesh.dbt.project.DomainDbtProject`, or None."""
+        if self.dbt_project_dir and self._dbt is None:
+            from dagmesh.dbt.project import DomainDbtProject
+
+            self._dbt = DomainDbtProject(self.name, self.dbt_project_dir)
+        return self._dbt
+
+    def product_names(self) -> set[str]:
+        """Every product of the domain: declared here, and its dbt project's
+        (raises DbtProjectError if the dbt project does not compile)."""
+        names = set(self.products)
+        if self.dbt is not None:
+            names |= set(self.dbt.product_nodes())
+        return names
 
     def __repr__(self) -> str:
         return f"Domain({self.name!r}, products={list(self.products)})"

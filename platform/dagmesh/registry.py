@@ -9,13 +9,17 @@ consumes without loading the other locations' Dagster definitions.
 from __future__ import annotations
 
 import importlib
+import logging
+import sys
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from dagmesh import config
-from dagmesh.product import Domain, Product
+from dagmesh.dbt.project import DbtProjectError
+from dagmesh.product import Domain
 
 
 class MeshError(ValueError):
@@ -53,7 +57,11 @@ def workspace_locations(workspace: Path | None = None) -> dict[str, Location]:
 
 
 def load_domain(location: Location) -> Domain:
-    """Import a location's ``products`` module and return its Domain."""
+    """Import a location's ``products`` module and return its Domain (the
+    project root comes first on the import path, as in a code server)."""
+    root = str(config.project_root())
+    if root not in sys.path:
+        sys.path.insert(0, root)
     module = importlib.import_module(f"{location.package}.products")
     domains = [v for v in vars(module).values() if isinstance(v, Domain)]
     if len(domains) != 1:
@@ -73,7 +81,7 @@ def resolve(
     consumer: str,
     workspace: Path | None = None,
     locations: dict[str, Location] | None = None,
-) -> Product:
+) -> str:
     """The product named ``ref`` (``domain/name``); ``consumer`` is who asks,
     named in the error when it does not exist."""
     domain_name, _, name = ref.partition("/")
@@ -86,23 +94,46 @@ def resolve(
     return product_of(load_domain(locations[domain_name]), name, ref, consumer)
 
 
-def product_of(domain: Domain, name: str, ref: str, consumer: str) -> Product:
-    """``domain``'s product ``name``, or a MeshError naming both products."""
-    if name not in domain.products:
+def product_of(domain: Domain, name: str, ref: str, consumer: str) -> str:
+    """``ref`` if ``domain`` has a product ``name``, else a MeshError naming
+    both products."""
+    names = domain.product_names()
+    if name not in names:
         raise MeshError(
             f"{consumer} consumes {ref!r}, but domain {domain.name!r} has no product {name!r} "
-            f"(its products: {sorted(domain.products)})"
+            f"(its products: {sorted(names)})"
         )
-    return domain.products[name]
+    return ref
+
+
+def consumed_refs(domain: Domain) -> list[tuple[str, str]]:
+    """(consumer, consumed) product pairs of ``domain``, its dbt models' port
+    sources included."""
+    pairs = [(p.ref, ref) for p in domain.products.values() for ref in p.consumes.values()]
+    if domain.dbt is not None:
+        users = defaultdict(list)
+        for node in domain.dbt.product_nodes().values():
+            for parent in node.get("depends_on", {}).get("nodes", []):
+                users[parent].append(f"{domain.name}/{node['name']}")
+        for uid, (producer, name) in domain.dbt.port_sources().items():
+            for consumer in users.get(uid) or [f"{domain.name} (dbt source)"]:
+                pairs.append((consumer, f"{producer}/{name}"))
+    return pairs
 
 
 def check_consumed(domain: Domain, workspace: Path | None = None) -> None:
-    """Raise MeshError naming both products if ``domain`` consumes an unknown product."""
+    """Raise MeshError naming both products if ``domain`` consumes an unknown
+    product. A producer whose dbt project does not compile is not checked
+    here: its own code location reports that, and this one still loads."""
     locations = workspace_locations(workspace)
-    for product in domain.products.values():
-        for ref in product.consumes.values():
-            producer, name = ref.split("/")
-            if producer == domain.name:
-                product_of(domain, name, ref, product.ref)
-            else:
-                resolve(ref, product.ref, locations=locations)
+    for consumer, ref in consumed_refs(domain):
+        producer, name = ref.split("/")
+        if producer == domain.name:
+            product_of(domain, name, ref, consumer)
+            continue
+        try:
+            resolve(ref, consumer, locations=locations)
+        except DbtProjectError as error:
+            logging.getLogger("dagmesh").warning(
+                "%s consumes %s, not checked: %s", consumer, ref, str(error).splitlines()[0]
+            )

@@ -76,12 +76,16 @@ class Outcome:
     failures: list[Failure] = field(default_factory=list)
     not_run: list[str] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
+    load_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
-        """Every selected product was materialized."""
+        """Every selected product was materialized and every domain loaded."""
         return (
-            not self.failures and not self.not_run and set(self.materialized) >= set(self.selected)
+            not self.failures
+            and not self.not_run
+            and not self.load_errors
+            and set(self.materialized) >= set(self.selected)
         )
 
 
@@ -102,21 +106,29 @@ def workspace_context(instance: DagsterInstance):
         yield context
 
 
+def load_errors(context: WorkspaceProcessContext) -> dict[str, str]:
+    """Code locations that failed to load, with the error's own message."""
+    request = context.create_request_context()
+    errors = {}
+    for name, entry in request.get_code_location_entries().items():
+        if entry.load_error:
+            error = entry.load_error
+            while error.cause is not None:
+                error = error.cause
+            errors[name] = error.message.strip()
+    return errors
+
+
 def select(
     context: WorkspaceProcessContext, refs: Iterable[str], with_upstream: bool
 ) -> list[AssetKey]:
-    """Resolve product names to asset keys (plus upstream across domains)."""
+    """Resolve product names to asset keys (plus upstream across domains).
+
+    Products of code locations that failed to load cannot be selected; with
+    no names, every product of the locations that did load is.
+    """
     request = context.create_request_context()
-    errors = {
-        name: entry.load_error
-        for name, entry in request.get_code_location_entries().items()
-        if entry.load_error
-    }
-    if errors:
-        details = "\n".join(
-            f"  {n}: {e.message.strip().splitlines()[-1]}" for n, e in errors.items()
-        )
-        raise MaterializeError(f"code locations failed to load:\n{details}")
+    broken = load_errors(context)
     graph = request.asset_graph
     materializable = {k for k in graph.materializable_asset_keys}
     refs = list(refs)
@@ -126,11 +138,16 @@ def select(
     for ref in refs:
         key = _key(ref)
         if key not in materializable:
+            if key.path[0] in broken:
+                raise MaterializeError(
+                    f"{ref}: code location {key.path[0]} failed to load:\n{broken[key.path[0]]}"
+                )
             known = ", ".join(sorted(product_ref(k) for k in materializable))
             raise MaterializeError(f"no product {ref!r} in the mesh; products: {known}")
         wanted.add(key)
         if with_upstream:
-            wanted |= {k for k in graph.get_ancestor_asset_keys(key) if k in materializable}
+            ancestors = {k for k in graph.get_ancestor_asset_keys(key)}
+            wanted |= ancestors & materializable
     return sorted(wanted, key=lambda k: k.path)
 
 
@@ -172,28 +189,38 @@ def _materialized_in(instance: DagsterInstance, run_id: str) -> set[AssetKey]:
     }
 
 
-def _failures(instance: DagsterInstance, runs, keys: list[AssetKey]) -> list[Failure]:
-    by_step = {"__".join(k.path): product_ref(k) for k in keys}
+def _error_message(error) -> str:
+    """A step failure's own message, not Dagster's "Error occurred while
+    executing op" wrapper around it."""
+    if error is None:
+        return "step failed"
+    while error.cause is not None and error.message.startswith(
+        "dagster._core.errors.DagsterExecutionStepExecutionError"
+    ):
+        error = error.cause
+    return error.message
+
+
+def _failures(instance: DagsterInstance, run, group: set[AssetKey]) -> list[Failure]:
+    by_step = {"__".join(k.path): product_ref(k) for k in group}
+    missing = sorted(product_ref(k) for k in group - _materialized_in(instance, run.run_id))
+    if run.status != DagsterRunStatus.FAILURE:
+        return []
+    records = instance.get_records_for_run(run.run_id).records
+    step_failures = [
+        r.event_log_entry
+        for r in records
+        if r.event_log_entry.dagster_event
+        and r.event_log_entry.dagster_event.event_type_value == "STEP_FAILURE"
+    ]
+    if not step_failures:
+        return [Failure("(run)", run.run_id, "the run failed before any step ran")]
     failures = []
-    for run in runs:
-        if run.status != DagsterRunStatus.FAILURE:
-            continue
-        records = instance.get_records_for_run(run.run_id).records
-        step_failures = [
-            r.event_log_entry
-            for r in records
-            if r.event_log_entry.dagster_event
-            and r.event_log_entry.dagster_event.event_type_value == "STEP_FAILURE"
-        ]
-        if not step_failures:
-            failures.append(Failure("(run)", run.run_id, "the run failed before any step ran"))
-        for entry in step_failures:
-            event = entry.dagster_event
-            error = event.step_failure_data.error
-            message = error.message if error else "step failed"
-            failures.append(
-                Failure(by_step.get(event.step_key, event.step_key), run.run_id, message)
-            )
+    for entry in step_failures:
+        event = entry.dagster_event
+        # A dbt project is one step for several products: name those it left unpublished.
+        product = by_step.get(event.step_key) or ", ".join(missing) or event.step_key
+        failures.append(Failure(product, run.run_id, _error_message(event.step_failure_data.error)))
     return failures
 
 
@@ -262,6 +289,7 @@ def materialize(
     ensure_dagster_home()
     max_runs = max_runs or int(os.environ.get("DAGMESH_MAX_RUNS", 0)) or os.cpu_count() or 2
     logging.getLogger("dagster.code_server").setLevel(logging.WARNING)
+    refs = list(refs)
     with DagsterInstance.get() as instance, workspace_context(instance) as context:
         keys = select(context, refs, with_upstream)
         graph = context.create_request_context().asset_graph
@@ -272,6 +300,8 @@ def materialize(
         materialization_id = uuid.uuid4().hex[:12]
         tags = {MATERIALIZATION_TAG: materialization_id}
         outcome = Outcome(materialization_id, [product_ref(k) for k in keys])
+        if not refs:
+            outcome.load_errors = load_errors(context)
 
         done: set[AssetKey] = set()
         failed: set[AssetKey] = set()
@@ -304,7 +334,7 @@ def materialize(
                 done |= ok
                 if run.status != DagsterRunStatus.SUCCESS or ok != group:
                     failed |= group - ok
-                    outcome.failures += _failures(instance, [run], keys)
+                    outcome.failures += _failures(instance, run, group)
             if on_progress:
                 on_progress(
                     sorted(product_ref(k) for k in done),
@@ -314,7 +344,7 @@ def materialize(
             if deadline and time.monotonic() > deadline:
                 raise MaterializeError(f"materialization {materialization_id} timed out")
         outcome.materialized = sorted(product_ref(k) for k in done)
-        failed_refs = {f.product for f in outcome.failures}
+        failed_refs = {ref for f in outcome.failures for ref in f.product.split(", ")}
         # Everything selected that neither materialized nor failed itself,
         # including products several steps below a failure.
         outcome.not_run = sorted(

@@ -1,0 +1,285 @@
+"""A domain's dbt project: where it lives, the profile the platform writes for
+it, and its manifest, prepared before the code location loads.
+
+Nothing is written inside the dbt project: the prepared manifest goes to
+``<project>/build/dbt/<domain>/`` (a build artifact, like a wheel), the
+profile and everything a run produces to ``$DAGMESH_HOME/domains/<domain>/dbt/``
+(runtime state, written only by that domain).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dagmesh import config
+from dagmesh.resources import default_memory_limit
+
+PORTS_DATABASE = "ports"
+"""The database name under which a dbt project reads published products:
+a source ``{name: sales, database: ports, tables: [{name: orders}]}`` reads
+the current version of ``sales/orders``."""
+
+DEFAULT_TARGET = "embedded"
+PRODUCT_TYPES = ("model", "seed", "snapshot")
+IGNORED_DIRS = {"target", "logs", "dbt_packages", "dbt_modules"}
+
+
+class DbtProjectError(RuntimeError):
+    """A domain's dbt project cannot be used (missing, or does not compile)."""
+
+
+def dbt_executable() -> str:
+    candidate = Path(sys.executable).with_name("dbt")
+    return str(candidate) if candidate.exists() else "dbt"
+
+
+def dbt_env(**extra: str) -> dict[str, str]:
+    """The environment of every dbt process: no network, no telemetry."""
+    return {
+        **os.environ,
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DBT_VERSION_CHECK": "false",
+        **extra,
+    }
+
+
+class DomainDbtProject:
+    """The dbt project of one domain, as the platform runs it."""
+
+    def __init__(self, domain: str, project_dir: str | Path) -> None:
+        path = Path(project_dir)
+        self.domain = domain
+        self.project_dir = path if path.is_absolute() else config.project_root() / path
+        if not (self.project_dir / "dbt_project.yml").is_file():
+            raise DbtProjectError(
+                f"domain {domain}: no dbt project at {self.project_dir} (no dbt_project.yml)"
+            )
+        settings = yaml.safe_load((self.project_dir / "dbt_project.yml").read_text()) or {}
+        self.name: str = settings["name"]
+        self.profile_name: str = settings.get("profile") or self.name
+
+    def __repr__(self) -> str:
+        return f"DomainDbtProject({self.domain!r}, {str(self.project_dir)!r})"
+
+    # -- where things go -------------------------------------------------
+
+    @property
+    def build_dir(self) -> Path:
+        """Prepared artifacts (manifest, partial parse) of this checkout."""
+        return config.project_root() / "build" / "dbt" / self.domain
+
+    @property
+    def target_path(self) -> Path:
+        """dbt's target folder for the prepared manifest."""
+        return self.build_dir / "target"
+
+    @property
+    def manifest_path(self) -> Path:
+        """The prepared ``manifest.json`` the code location loads."""
+        return self.target_path / "manifest.json"
+
+    @staticmethod
+    def state_dir(home: Path, domain: str) -> Path:
+        """Runtime state of a domain's dbt runs under the data directory."""
+        return home / "domains" / domain / "dbt"
+
+    # -- the profile (the platform's job) --------------------------------
+
+    def targets(self, home: Path, memory_limit: str, threads: int) -> dict[str, dict[str, Any]]:
+        """Every target of the generated profile: ``embedded`` (a DuckDB file
+        per domain under the data directory) and those an operator declares in
+        pyproject.toml under ``[tool.dagmesh.dbt_targets.<name>]``."""
+        state = self.state_dir(home, self.domain)
+        declared = _declared_targets()
+        outputs = {DEFAULT_TARGET: {"path": str(state / "warehouse.duckdb")}, **declared}
+        profile = {}
+        for name, settings in outputs.items():
+            path = str(settings["path"]).format(home=home, domain=self.domain)
+            profile[name] = {
+                "type": "duckdb",
+                "path": path,
+                "threads": int(settings.get("threads", threads)),
+                "attach": [
+                    {
+                        "path": str(state / "ports.duckdb"),
+                        "alias": PORTS_DATABASE,
+                        "read_only": True,
+                    }
+                ],
+                "settings": {
+                    "memory_limit": settings.get("memory_limit", memory_limit),
+                    "temp_directory": str(state / "tmp"),
+                },
+            }
+        return profile
+
+    def write_profile(
+        self, home: Path, memory_limit: str | None = None, threads: int | None = None
+    ) -> Path:
+        """Write ``profiles.yml`` for this project under the data directory and
+        return its folder. Rewritten only when it changes, so dbt's partial
+        parsing stays valid between runs."""
+        state = self.state_dir(home, self.domain)
+        (state / "tmp").mkdir(parents=True, exist_ok=True)
+        profile = {
+            self.profile_name: {
+                "target": selected_target(),
+                "outputs": self.targets(
+                    home, memory_limit or default_memory_limit(), threads or os.cpu_count() or 1
+                ),
+            }
+        }
+        text = "# Written by dagmesh; edits are overwritten.\n" + yaml.safe_dump(profile)
+        path = state / "profiles.yml"
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        return state
+
+    def database_path(self, home: Path) -> Path:
+        """The DuckDB file the selected target builds into."""
+        profiles = yaml.safe_load((self.state_dir(home, self.domain) / "profiles.yml").read_text())
+        profile = profiles[self.profile_name]
+        target = profile["target"]
+        if target not in profile["outputs"]:
+            raise DbtProjectError(
+                f"DAGMESH_DBT_TARGET={target!r} is not a dbt target; targets: "
+                f"{sorted(profile['outputs'])}"
+            )
+        return Path(profile["outputs"][target]["path"])
+
+    # -- the manifest ----------------------------------------------------
+
+    def prepare(self, home: Path | None = None) -> Path:
+        """Parse the project into ``manifest.json`` (``dbt parse``). Raises
+        DbtProjectError with dbt's message, which names the file, when the
+        project does not compile; a stale manifest is removed first so a
+        broken project never loads its previous version."""
+        home = home or config.mesh_home()
+        profiles_dir = self.write_profile(home)
+        self.target_path.mkdir(parents=True, exist_ok=True)
+        with _locked(self.build_dir / ".prepare.lock"):
+            self.manifest_path.unlink(missing_ok=True)
+            command = [
+                dbt_executable(),
+                "parse",
+                "--project-dir",
+                str(self.project_dir),
+                "--profiles-dir",
+                str(profiles_dir),
+                "--target-path",
+                str(self.target_path),
+                "--log-path",
+                str(self.build_dir / "logs"),
+            ]
+            done = subprocess.run(
+                command,
+                env=dbt_env(DBT_LOG_FORMAT="text", DBT_USE_COLORS="false"),
+                capture_output=True,
+                text=True,
+                cwd=self.project_dir,
+            )
+            if done.returncode != 0 or not self.manifest_path.exists():
+                raise DbtProjectError(
+                    f"dbt project {self._shown_path()} of domain {self.domain} does not "
+                    f"compile:\n{_dbt_error(done.stdout + done.stderr)}"
+                )
+        self.__dict__.pop("manifest", None)
+        return self.manifest_path
+
+    def _shown_path(self) -> str:
+        try:
+            return str(self.project_dir.relative_to(config.project_root()))
+        except ValueError:
+            return str(self.project_dir)
+
+    def is_stale(self) -> bool:
+        """True when there is no manifest or a file of the project is newer."""
+        if not self.manifest_path.exists():
+            return True
+        prepared = self.manifest_path.stat().st_mtime
+        for folder, dirs, files in os.walk(self.project_dir):
+            dirs[:] = [d for d in dirs if d not in IGNORED_DIRS and not d.startswith(".")]
+            for name in files:
+                if os.stat(os.path.join(folder, name)).st_mtime > prepared:
+                    return True
+        return False
+
+    def ensure_prepared(self) -> Path:
+        """The prepared manifest; parsed again only if missing or older than
+        a file of the project (an edit during development)."""
+        if self.is_stale():
+            self.prepare()
+        return self.manifest_path
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        """The prepared manifest (prepared on first use if missing)."""
+        return json.loads(self.ensure_prepared().read_text())
+
+    def product_nodes(self) -> dict[str, dict[str, Any]]:
+        """Models, seeds and snapshots (not ephemeral) by name: the domain's dbt products."""
+        return {
+            node["name"]: node
+            for node in self.manifest["nodes"].values()
+            if node["resource_type"] in PRODUCT_TYPES
+            and node.get("package_name") == self.name
+            and node.get("config", {}).get("materialized") != "ephemeral"
+        }
+
+    def port_sources(self) -> dict[str, tuple[str, str]]:
+        """Sources read from published ports: source unique_id → (domain, product)."""
+        return {
+            uid: (source["source_name"], source["name"])
+            for uid, source in self.manifest["sources"].items()
+            if source.get("database") == PORTS_DATABASE
+        }
+
+
+def selected_target() -> str:
+    """The dbt target runs use: ``DAGMESH_DBT_TARGET``, else ``embedded``."""
+    return os.environ.get("DAGMESH_DBT_TARGET") or DEFAULT_TARGET
+
+
+def _declared_targets() -> dict[str, dict[str, Any]]:
+    pyproject = config.project_root() / "pyproject.toml"
+    if not pyproject.is_file():
+        return {}
+    settings = tomllib.loads(pyproject.read_text())
+    targets = settings.get("tool", {}).get("dagmesh", {}).get("dbt_targets", {})
+    for name, target in targets.items():
+        if "path" not in target:
+            raise DbtProjectError(f"[tool.dagmesh.dbt_targets.{name}] needs a path")
+    return targets
+
+
+def _dbt_error(output: str) -> str:
+    """The part of dbt's output that says what is wrong (and in which file)."""
+    lines = [line.rstrip() for line in output.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if "Error" in line and not line.lstrip().startswith("Running with dbt"):
+            return "\n".join(lines[index : index + 12])
+    return "\n".join(lines[-12:])
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock file: two processes never parse one project at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,328 @@
+"""Write–audit–publish of a domain's dbt products.
+
+1. pin inputs: every ``ports`` source is a view over the *current published
+   version* of that product, in a small read-only DuckDB file attached to
+   the profile as ``ports`` (rewritten at the start of each run);
+2. write and audit: ``dbt build`` of the selected models into the domain's
+   own DuckDB file; each model's tests run right after it, and dbt skips
+   what is downstream of a failure;
+3. publish: every model that built and passed its blocking (``error``) tests
+   is copied to a staging Parquet file and published atomically as the
+   product's new version. A failed test publishes nothing: consumers keep
+   reading the last good version.
+
+Runs of one domain's dbt project hold the Dagster pool ``dagmesh-dbt-<domain>``
+(limit 1), so no two processes ever open its DuckDB file at once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+from dagster_dbt import DbtCliResource
+
+from dagmesh.audit import masked_select
+from dagmesh.build import PREVIEW_ROWS
+from dagmesh.dbt.project import PORTS_DATABASE, DomainDbtProject, dbt_env, dbt_executable
+from dagmesh.dbt.translator import classification
+from dagmesh.resources import MeshStorage, default_memory_limit
+from dagmesh.sql import ident, literal
+from dagmesh.storage import DATA_FILE, PortNotPublishedError
+
+SAMPLE_ROWS = 3
+
+
+def pool_name(domain: str) -> str:
+    """The Dagster concurrency pool that serializes a domain's dbt runs."""
+    return f"dagmesh-dbt-{domain}"
+
+
+@dataclass
+class Problem:
+    """Why one product of the run was not published."""
+
+    product: str
+    reason: str
+
+
+def write_ports(path: Path, files: dict[tuple[str, str], Path]) -> None:
+    """A DuckDB file of views ``<domain>.<product>`` over pinned Parquet versions."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    try:
+        for domain, product in sorted(files):
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(domain)}")
+            con.execute(
+                f"CREATE VIEW {ident(domain)}.{ident(product)} AS "
+                f"SELECT * FROM read_parquet({literal(files[(domain, product)])})"
+            )
+    finally:
+        con.close()
+    os.replace(tmp, path)
+    path.with_name(path.name + ".wal").unlink(missing_ok=True)
+
+
+def pin_inputs(
+    project: DomainDbtProject, mesh: MeshStorage, selected: set[str]
+) -> tuple[dict[str, str], Path]:
+    """Point the ``ports`` database at the current version of every port
+    source; fail naming the product if a selected model needs one that was
+    never published. Returns ({ref: version}, ports file)."""
+    state = project.state_dir(mesh.home_path, project.domain)
+    manifest = project.manifest
+    needed = {
+        parent
+        for uid in selected
+        for parent in manifest["nodes"][uid].get("depends_on", {}).get("nodes", [])
+    }
+    files, versions = {}, {}
+    for uid, (domain, product) in project.port_sources().items():
+        try:
+            version = mesh.port(domain, product).require_current()
+        except PortNotPublishedError:
+            if uid in needed:
+                consumers = sorted(
+                    manifest["nodes"][u]["name"]
+                    for u in selected
+                    if uid in manifest["nodes"][u]["depends_on"]["nodes"]
+                )
+                raise dg.Failure(
+                    description=f"{project.domain}/{consumers[0]} consumes {domain}/{product}, "
+                    "which has no published version yet; run `dagmesh materialize "
+                    f"{project.domain}/{consumers[0]} --with-upstream`"
+                ) from None
+            continue
+        files[(domain, product)] = version.data_file
+        if uid in needed:
+            versions[f"{domain}/{product}"] = version.version
+    ports = state / "ports.duckdb"
+    write_ports(ports, files)
+    return versions, ports
+
+
+def _failed_test_message(
+    con: duckdb.DuckDBPyConnection, ref: str, test: dict[str, Any], model: dict[str, Any]
+) -> str:
+    """``<product>: dbt test <name> failed on column <c> (<rule>): N rows, e.g. ...``"""
+    rule = (test.get("test_metadata") or {}).get("name") or "singular test"
+    column = test.get("column_name") or "(row)"
+    personal = {name for name, c in model.get("columns", {}).items() if classification(c) == "pii"}
+    sample = ""
+    if test.get("compiled_code"):
+        try:
+            rel = con.sql(f"SELECT * FROM ({test['compiled_code']}) AS failing LIMIT {SAMPLE_ROWS}")
+            rows = rel.select(masked_select(rel.columns, personal)).fetchall()
+            sample = "; failing rows (personal data masked): " + "; ".join(
+                str(dict(zip(rel.columns, row, strict=True))) for row in rows
+            )
+        except duckdb.Error as error:
+            sample = f"; failing rows could not be read ({error.__class__.__name__})"
+    return f"{ref}: dbt test {test['name']} failed on column {column} (rule {rule}){sample}"
+
+
+def _preview(
+    con: duckdb.DuckDBPyConnection, data_file: Path, personal: set[str]
+) -> dg.TableMetadataValue:
+    rel = con.sql(f"SELECT * FROM read_parquet({literal(data_file)}) LIMIT {PREVIEW_ROWS}")
+    shown = rel.select(masked_select(rel.columns, personal))
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(
+                {c: "NULL" if v is None else v for c, v in zip(shown.columns, row, strict=True)}
+            )
+            for row in shown.fetchall()
+        ],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in shown.columns]),
+    )
+
+
+def run_dbt_products(
+    context: dg.AssetExecutionContext, project: DomainDbtProject, mesh: MeshStorage
+) -> Iterator[Any]:
+    """The body of a domain's ``@dbt_assets``: pin inputs, ``dbt build``,
+    publish what passed, then fail the step naming everything that did not."""
+    home = mesh.home_path
+    state = project.write_profile(
+        home, memory_limit=mesh.memory_limit or default_memory_limit(), threads=mesh.threads
+    )
+    uid_of = {
+        dg.AssetKey([project.domain, name]): node["unique_id"]
+        for name, node in project.product_nodes().items()
+    }
+    selected = {uid_of[key] for key in context.selected_asset_keys if key in uid_of}
+    inputs, ports = pin_inputs(project, mesh, selected)
+
+    os.environ.update(dbt_env())  # the dbt subprocess inherits: no version check, no telemetry
+    target = state / "target"
+    dbt = DbtCliResource(
+        project_dir=str(project.project_dir),
+        profiles_dir=str(state),
+        dbt_executable=dbt_executable(),
+    )
+    invocation = dbt.cli(["build"], context=context, target_path=target, raise_on_error=False)
+    built: dict[dg.AssetKey, dict[str, Any]] = {}
+    checks: dict[dg.AssetKey, list[dg.AssetCheckResult]] = defaultdict(list)
+    for event in invocation.stream():
+        if isinstance(event, dg.Output):
+            built[context.asset_key_for_output(event.output_name)] = dict(event.metadata)
+        elif isinstance(event, dg.AssetCheckResult):
+            checks[event.asset_key].append(event)
+        else:
+            yield event
+    run_manifest = invocation.get_artifact("manifest.json")
+    results = invocation.get_artifact("run_results.json")["results"]
+
+    problems: list[Problem] = []
+    con = duckdb.connect(
+        str(project.database_path(home)),
+        read_only=True,
+        config={
+            "memory_limit": mesh.memory_limit or default_memory_limit(),
+            "temp_directory": str(state / "tmp"),
+        },
+    )
+    try:
+        con.execute(f"ATTACH {literal(ports)} AS {PORTS_DATABASE} (READ_ONLY)")
+        failing_tests = {
+            r["unique_id"]: run_manifest["nodes"][r["unique_id"]]
+            for r in results
+            if r["status"] in ("fail", "error") and r["unique_id"].startswith("test.")
+        }
+        for key, dbt_metadata in built.items():
+            uid = (
+                dbt_metadata["unique_id"].value
+                if hasattr(dbt_metadata["unique_id"], "value")
+                else dbt_metadata["unique_id"]
+            )
+            node = run_manifest["nodes"][uid]
+            ref = "/".join(key.path)
+            failed = [
+                _failed_test_message(con, ref, test, node)
+                for test in failing_tests.values()
+                if test.get("attached_node") == uid
+                and test.get("config", {}).get("severity", "error").lower() == "error"
+            ]
+            if failed:
+                yield from checks.pop(key, [])
+                problems += [Problem(ref, message) for message in failed]
+                continue
+            yield _publish(
+                con,
+                mesh,
+                project,
+                key,
+                node,
+                context.run_id,
+                inputs,
+                dbt_metadata,
+                checks.pop(key, []),
+            )
+    finally:
+        con.close()
+    for leftover in checks.values():
+        yield from leftover
+
+    published_or_failed = {p.product for p in problems} | {"/".join(k.path) for k in built}
+    for result in results:
+        node = run_manifest["nodes"].get(result["unique_id"], {})
+        if node.get("resource_type") not in ("model", "seed", "snapshot"):
+            if result["status"] == "error" and node:
+                problems.append(
+                    Problem(f"{project.domain}/{node['name']}", result.get("message") or "error")
+                )
+            continue
+        ref = f"{project.domain}/{node['name']}"
+        if ref in published_or_failed:
+            continue
+        if result["status"] == "error":
+            problems.append(Problem(ref, f"dbt failed to build it: {result.get('message')}"))
+        elif result["status"] == "skipped":
+            problems.append(Problem(ref, "skipped: something it needs failed in this run"))
+    if problems or not invocation.is_successful():
+        lines = [
+            f"- {p.reason}" if p.reason.startswith(p.product) else f"- {p.product}: {p.reason}"
+            for p in problems
+        ]
+        raise dg.Failure(
+            description=(
+                f"dbt build of domain {project.domain} ({project.name}) did not publish everything; "
+                "the last good versions stay in place for consumers.\n"
+                + "\n".join(lines or ["- dbt failed"])
+            )
+        )
+
+
+def _publish(
+    con: duckdb.DuckDBPyConnection,
+    mesh: MeshStorage,
+    project: DomainDbtProject,
+    key: dg.AssetKey,
+    node: dict[str, Any],
+    run_id: str,
+    inputs: dict[str, str],
+    dbt_metadata: dict[str, Any],
+    checks: list[dg.AssetCheckResult],
+) -> dg.MaterializeResult:
+    """Copy a built model into a staging Parquet file and publish it."""
+    port = mesh.port(*key.path)
+    staging = port.start_staging(run_id)
+    try:
+        data_file = staging / DATA_FILE
+        relation = node["relation_name"]
+        con.execute(
+            f"COPY (SELECT * FROM {relation}) TO {literal(data_file)} "
+            "(FORMAT parquet, COMPRESSION zstd)"
+        )
+        described = con.sql(f"DESCRIBE SELECT * FROM read_parquet({literal(data_file)})").fetchall()
+        rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(data_file)})").fetchall()[
+            0
+        ][0]
+        record = {
+            "rows": rows,
+            "columns": {name: kind for name, kind, *_ in described},
+            "inputs": inputs,
+            "dbt": {"project": project.name, "unique_id": node["unique_id"]},
+            "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        version = port.publish(staging, run_id, record, keep=mesh.keep_versions)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    declared = node.get("columns", {})
+    personal = {name for name, c in declared.items() if classification(c) == "pii"}
+    current = port.require_current()
+    metadata = {
+        **{
+            k: v
+            for k, v in dbt_metadata.items()
+            if k in ("Execution Duration", "unique_id", "status")
+        },
+        "dagster/row_count": rows,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[
+                dg.TableColumn(
+                    name,
+                    kind,
+                    description=(declared.get(name) or {}).get("description") or None,
+                    tags={"classification": t}
+                    if (t := classification(declared.get(name) or {}))
+                    else None,
+                )
+                for name, kind, *_ in described
+            ]
+        ),
+        "dagmesh/version": version,
+        "dagmesh/port": dg.MetadataValue.path(str(port.current_link / DATA_FILE)),
+        "dagmesh/inputs": dg.MetadataValue.json(inputs),
+        "preview": _preview(con, current.data_file, personal),
+    }
+    return dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=checks)

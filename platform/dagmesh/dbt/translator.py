@@ -1,0 +1,138 @@
+"""How dbt nodes become mesh products: one translator for every domain."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
+
+from dagmesh.dbt.project import PORTS_DATABASE
+
+# dbt's model access levels, read as the mesh's: `protected` (dbt's default)
+# lets other dbt projects ref a model only when allowed, like `internal`.
+ACCESS_LEVELS = {"public": "public", "protected": "internal", "private": "private"}
+
+
+def classification(column: Mapping[str, Any]) -> str | None:
+    """A dbt column's ``meta.classification`` (``pii``, ``pseudonymous``...)."""
+    meta = {**column.get("meta", {}), **column.get("config", {}).get("meta", {})}
+    value = meta.get("classification")
+    return str(value) if value else None
+
+
+def node_access(props: Mapping[str, Any]) -> str:
+    """The mesh access level of a dbt node (seeds and snapshots: internal)."""
+    return ACCESS_LEVELS.get(props.get("access") or "protected", "internal")
+
+
+def dbt_column_schema(props: Mapping[str, Any]) -> dg.TableSchema:
+    """The columns a dbt yml declares, as ``dagster/column_schema``."""
+    tests_by_column: dict[str, set[str]] = {}
+    for constraint in props.get("constraints", []):
+        for column in constraint.get("columns", []):
+            tests_by_column.setdefault(column, set()).add(constraint["type"])
+    columns = []
+    for name, column in props.get("columns", {}).items():
+        constraints = {c["type"] for c in column.get("constraints", [])}
+        constraints |= tests_by_column.get(name, set())
+        tag = classification(column)
+        columns.append(
+            dg.TableColumn(
+                name=name,
+                type=column.get("data_type") or "unknown",
+                description=column.get("description") or None,
+                constraints=dg.TableColumnConstraints(
+                    nullable=not ({"not_null", "primary_key"} & constraints),
+                    unique=bool({"unique", "primary_key"} & constraints),
+                ),
+                tags={"classification": tag} if tag else None,
+            )
+        )
+    return dg.TableSchema(columns=columns)
+
+
+class MeshDbtTranslator(DagsterDbtTranslator):
+    """dbt nodes of ``domain`` as its products.
+
+    - models, seeds and snapshots: key ``[domain, name]``, group = domain,
+      owner from the dbt group (``team:<owner name>``) or the domain's team;
+    - sources in the ``ports`` database: the producer's key
+      ``[source name, table]`` (``sales.orders`` → ``["sales", "orders"]``),
+      so the dependency is an edge across code locations;
+    - other sources: ``[domain, source, table]``, or ``meta.dagster.asset_key``.
+
+    Source metadata on deps is off: with several dbt projects in one
+    workspace, dagster-dbt 0.29 fails to load when two projects describe one
+    shared key differently ("All metadata for AssetDeps ... must be identical").
+    """
+
+    def __init__(self, domain: str, owner: str) -> None:
+        super().__init__(
+            settings=DagsterDbtTranslatorSettings(
+                enable_source_metadata=False, enable_code_references=True
+            )
+        )
+        self.domain = domain
+        self.owner = owner
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        props = dbt_resource_props
+        if props.get("meta", {}).get("dagster", {}).get("asset_key"):
+            return super().get_asset_key(props)
+        if props["resource_type"] == "source":
+            if props.get("database") == PORTS_DATABASE:
+                return dg.AssetKey([props["source_name"], props["name"]])
+            return dg.AssetKey([self.domain, props["source_name"], props["name"]])
+        return dg.AssetKey([self.domain, props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return self.domain
+
+    def get_owners(self, dbt_resource_props: Mapping[str, Any]) -> Sequence[str] | None:
+        group = dbt_resource_props.get("group")
+        owner = group.get("owner", {}).get("name") if isinstance(group, Mapping) else None
+        owner = owner or dbt_resource_props.get("meta", {}).get("owner") or self.owner
+        return [owner if owner.startswith("team:") or "@" in owner else f"team:{owner}"]
+
+    def get_description(self, dbt_resource_props: Mapping[str, Any]) -> str:
+        return dbt_resource_props.get("description") or (
+            f"dbt {dbt_resource_props['resource_type']} {dbt_resource_props['name']}"
+        )
+
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        tags = dict(super().get_tags(dbt_resource_props))
+        if dbt_resource_props["resource_type"] == "source":
+            return tags
+        tags["dagmesh/domain"] = self.domain
+        tags["dagmesh/access"] = node_access(dbt_resource_props)
+        columns = dbt_resource_props.get("columns", {}).values()
+        if any(classification(c) == "pii" for c in columns):
+            tags["dagmesh/pii"] = "true"
+        return tags
+
+    def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
+        props = dbt_resource_props
+        metadata = dict(super().get_metadata(props))
+        if props["resource_type"] == "source":
+            return metadata
+        metadata["dagster/column_schema"] = dbt_column_schema(props)
+        metadata["dagmesh/product"] = f"{self.domain}/{props['name']}"
+        metadata["dagmesh/access"] = node_access(props)
+        metadata["dagmesh/dbt_materialized"] = props.get("config", {}).get("materialized", "")
+        if props.get("contract", {}).get("enforced"):
+            metadata["dagmesh/dbt_contract"] = "enforced"
+        return metadata
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        if unique_id.startswith("source."):
+            return spec
+        consumes = sorted("/".join(dep.asset_key.path) for dep in spec.deps)
+        return spec.merge_attributes(
+            kinds={"parquet"}, metadata={"dagmesh/consumes": json.dumps(consumes)}
+        )
