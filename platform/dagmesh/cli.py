@@ -129,6 +129,42 @@ def materialize(
     raise typer.Exit(1)
 
 
+new_app = typer.Typer(help="Create domains.", no_args_is_help=True)
+app.add_typer(new_app, name="new")
+
+
+@new_app.command("domain")
+def new_domain(
+    name: Annotated[str, typer.Argument(help="The domain's name (a lower-case identifier)")],
+    dbt_project: Annotated[
+        Path,
+        typer.Option(help="An existing dbt project (e.g. dbt_projects/NAME), adopted unmodified"),
+    ],
+    owner: Annotated[
+        str | None, typer.Option(help="Owner team; default: the dbt group's owner, else NAME")
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="What the domain is about")] = None,
+) -> None:
+    """Make an existing dbt project a domain: writes domains/NAME and its
+    workspace.yaml entry, nothing inside the dbt project."""
+    from dagmesh.dbt.project import DbtProjectError
+    from dagmesh.scaffold import ScaffoldError, new_dbt_domain
+
+    try:
+        created = new_dbt_domain(name, dbt_project, owner=owner, description=description)
+    except (ScaffoldError, DbtProjectError) as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    root = config.project_root()
+    for file in created.files:
+        console.print(f"wrote {file.relative_to(root)}")
+    console.print(
+        f"[green]domain {name}[/]: {len(created.products)} products "
+        f"({', '.join(created.products)}), {created.tests} dbt tests as checks. "
+        f"Next: dagmesh materialize --all"
+    )
+
+
 @app.command()
 def prepare() -> None:
     """Parse every domain's dbt project into the manifest its code location

@@ -28,9 +28,24 @@ def node_access(props: Mapping[str, Any]) -> str:
     return ACCESS_LEVELS.get(props.get("access") or "protected", "internal")
 
 
-def dbt_column_schema(props: Mapping[str, Any]) -> dg.TableSchema:
-    """The columns a dbt yml declares, as ``dagster/column_schema``."""
-    tests_by_column: dict[str, set[str]] = {}
+def column_tests(manifest: Mapping[str, Any], unique_id: str) -> dict[str, set[str]]:
+    """Generic dbt tests on single columns of a node: column → {unique, not_null...}."""
+    tested: dict[str, set[str]] = {}
+    for node in manifest["nodes"].values():
+        if node["resource_type"] == "test" and node.get("attached_node") == unique_id:
+            rule = (node.get("test_metadata") or {}).get("name")
+            column = node.get("column_name")
+            if rule and column:
+                tested.setdefault(column, set()).add(rule)
+    return tested
+
+
+def dbt_column_schema(
+    props: Mapping[str, Any], tested: Mapping[str, set[str]] | None = None
+) -> dg.TableSchema:
+    """The columns a dbt yml declares, as ``dagster/column_schema``: type,
+    description, classification, and constraints from contracts and tests."""
+    tests_by_column: dict[str, set[str]] = {c: set(r) for c, r in (tested or {}).items()}
     for constraint in props.get("constraints", []):
         for column in constraint.get("columns", []):
             tests_by_column.setdefault(column, set()).add(constraint["type"])
@@ -118,7 +133,6 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         metadata = dict(super().get_metadata(props))
         if props["resource_type"] == "source":
             return metadata
-        metadata["dagster/column_schema"] = dbt_column_schema(props)
         metadata["dagmesh/product"] = f"{self.domain}/{props['name']}"
         metadata["dagmesh/access"] = node_access(props)
         metadata["dagmesh/dbt_materialized"] = props.get("config", {}).get("materialized", "")
@@ -133,6 +147,13 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         if unique_id.startswith("source."):
             return spec
         consumes = sorted("/".join(dep.asset_key.path) for dep in spec.deps)
+        props = self.get_resource_props(manifest, unique_id)
         return spec.merge_attributes(
-            kinds={"parquet"}, metadata={"dagmesh/consumes": json.dumps(consumes)}
+            kinds={"parquet"},
+            metadata={
+                "dagmesh/consumes": json.dumps(consumes),
+                "dagster/column_schema": dbt_column_schema(
+                    props, column_tests(manifest, unique_id)
+                ),
+            },
         )
