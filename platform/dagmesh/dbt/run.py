@@ -161,9 +161,12 @@ def run_dbt_products(
     }
     selected = {uid_of[key] for key in context.selected_asset_keys if key in uid_of}
     inputs, ports = pin_inputs(project, mesh, selected)
+    database = project.database_path(home)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    (target := state / "target").mkdir(exist_ok=True)
+    (target / "run_results.json").unlink(missing_ok=True)
 
     os.environ.update(dbt_env())  # the dbt subprocess inherits: no version check, no telemetry
-    target = state / "target"
     dbt = DbtCliResource(
         project_dir=str(project.project_dir),
         profiles_dir=str(state),
@@ -179,12 +182,18 @@ def run_dbt_products(
             checks[event.asset_key].append(event)
         else:
             yield event
+    if not (target / "run_results.json").exists():
+        # dbt stopped before running anything (profile, connection, compilation).
+        raise dg.Failure(
+            description=f"dbt build of domain {project.domain} ({project.name}) failed before "
+            f"running any model; nothing was published.\n{invocation.get_error() or ''}"
+        )
     run_manifest = invocation.get_artifact("manifest.json")
     results = invocation.get_artifact("run_results.json")["results"]
 
     problems: list[Problem] = []
     con = duckdb.connect(
-        str(project.database_path(home)),
+        str(database),
         read_only=True,
         config={
             "memory_limit": mesh.memory_limit or default_memory_limit(),
