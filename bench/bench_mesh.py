@@ -242,9 +242,10 @@ def fail(what: str, measured: Measurement, log: Path) -> None:
 
 
 def dagster_breakdown(mesh: Path, measured: Measurement) -> tuple[dict[str, float], dict]:
-    """From the Dagster instance of the last dagmesh run: seconds per product
-    step, and totals (runs, summed launch→start latency, run time, step time,
-    when the first run was launched and the last one ended)."""
+    """From the Dagster instance of the last dagmesh run: seconds per step
+    (``domain/product``, or ``<domain>_dbt`` for a domain's dbt build, summed
+    over the runs that have it), and totals (runs, summed launch→start latency,
+    run time, step time, when the first run was launched and the last one ended)."""
     from dagster import DagsterInstance
     from dagster._core.instance.ref import InstanceRef
 
@@ -264,7 +265,8 @@ def dagster_breakdown(mesh: Path, measured: Measurement) -> tuple[dict[str, floa
             for step in instance.get_run_step_stats(run.run_id):
                 if step.start_time and step.end_time:
                     seconds = step.end_time - step.start_time
-                    steps[step.step_key.replace("__", "/")] = seconds
+                    key = step.step_key.replace("__", "/")
+                    steps[key] = steps.get(key, 0.0) + seconds
                     totals["step_time"] += seconds
     totals["first_launch"] = min(launches) - measured.started if launches else float("nan")
     totals["last_end"] = max(ends) - measured.started if ends else float("nan")
@@ -339,6 +341,10 @@ def report(
         ratio = f"{step / seconds:.1f}x" if step and seconds else ""
         step_text = f"{step:.2f}" if step is not None else "?"
         print(f"{ref:<30}{rows:>13}{step_text:>16}{seconds:>9.2f}{ratio:>8}")
+    shared = {key: seconds for key, seconds in steps.items() if key not in raw_times}
+    if shared:
+        listed = ", ".join(f"{key} {seconds:.2f}s" for key, seconds in sorted(shared.items()))
+        print(f"steps of several products (a domain's dbt build, tests included): {listed}")
     mismatched = [ref for ref, (a, b) in counts.items() if a != b]
     if mismatched:
         print(f"WARNING: row counts differ between dagmesh and raw for {mismatched}")

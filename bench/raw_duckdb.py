@@ -10,6 +10,11 @@ audits and no versioned publishing:
 - a consumed product is a view over the Parquet file written before it;
 - the product's SQL (or, for a Python product, its compute function given a
   :class:`dagmesh.context.ProductContext`) computes the result;
+- a model of a domain's dbt project (``domain.dbt``) is its ``raw_code`` from
+  the prepared manifest, rendered with jinja2 alone: ``source('sales',
+  'orders')`` becomes a view over ``sales/orders``, ``ref('x')`` one over the
+  same domain's model ``x`` (no dbt at run time, no dbt tests); with an
+  enforced contract its declared columns are cast to their ``data_type``;
 - its declared columns go to ``<home>/<domain>/<product>.parquet`` (zstd), as
   the platform writes its staged ``data.parquet``.
 
@@ -19,7 +24,8 @@ Usage::
 
 The landing folder defaults to ``<home>/landing`` (bench_mesh.py makes it a
 symlink to the landing of the dagmesh run). Seconds per product go to
-``<home>/_timings.json``.
+``<home>/_timings.json``. A dbt project whose manifest is missing or stale is
+parsed first (``dbt parse``, as dagmesh prepares it; not in those timings).
 """
 
 from __future__ import annotations
@@ -29,14 +35,17 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from graphlib import TopologicalSorter
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import jinja2
 
 from dagmesh.context import ProductContext
 from dagmesh.landing import attach_landing
-from dagmesh.product import Product
+from dagmesh.product import Domain, Product
 from dagmesh.registry import load_mesh
 from dagmesh.sql import ident, literal
 
@@ -44,15 +53,67 @@ PROJECT = Path(__file__).resolve().parents[1]
 TIMINGS_FILE = "_timings.json"
 
 
-def ordered_products(workspace: Path | None = None) -> list[Product]:
-    """Every product of the workspace, each after everything it consumes."""
-    products = {p.ref: p for d in load_mesh(workspace).values() for p in d.products.values()}
-    sorter = TopologicalSorter({ref: set(p.consumes.values()) for ref, p in products.items()})
+@dataclass
+class DbtModel:
+    """A model of a domain's dbt project, as this script builds it."""
+
+    domain: str
+    node: dict[str, Any]
+    consumes: dict[str, str]
+    """Manifest unique_id of each parent → the product it is (``domain/name``)."""
+
+    @property
+    def ref(self) -> str:
+        """``domain/model``, as other products consume it."""
+        return f"{self.domain}/{self.node['name']}"
+
+
+Step = Product | DbtModel
+
+
+def parent_ref(
+    domain: str, uid: str, ports: dict[str, tuple[str, str]], nodes: dict[str, Any]
+) -> str:
+    """The product a dbt model of ``domain`` reads as ``uid``: a port source
+    (another or the same domain's product) or a model of the same project."""
+    if uid in ports:
+        return "/".join(ports[uid])
+    if uid in nodes:
+        return f"{domain}/{nodes[uid]['name']}"
+    raise ValueError(f"dbt node {uid} of domain {domain} is neither a port source nor a model")
+
+
+def dbt_models(domain: Domain) -> list[DbtModel]:
+    """The dbt products of ``domain``, each with the products it reads."""
+    if domain.dbt is None:
+        return []
+    ports, nodes = domain.dbt.port_sources(), domain.dbt.manifest["nodes"]
+    models = []
+    for name, node in domain.dbt.product_nodes().items():
+        if node["resource_type"] != "model":
+            raise ValueError(
+                f"{domain.name}/{name} is a dbt {node['resource_type']}; "
+                "raw_duckdb.py builds dbt models only"
+            )
+        parents = node.get("depends_on", {}).get("nodes", [])
+        consumes = {uid: parent_ref(domain.name, uid, ports, nodes) for uid in parents}
+        models.append(DbtModel(domain.name, node, consumes))
+    return models
+
+
+def ordered_products(workspace: Path | None = None) -> list[Step]:
+    """Every product of the workspace (dbt models included), each after
+    everything it consumes."""
+    steps: dict[str, Step] = {}
+    for domain in load_mesh(workspace).values():
+        steps.update({p.ref: p for p in domain.products.values()})
+        steps.update({m.ref: m for m in dbt_models(domain)})
+    sorter = TopologicalSorter({ref: set(s.consumes.values()) for ref, s in steps.items()})
     sorter.prepare()
-    order: list[Product] = []
+    order: list[Step] = []
     while sorter.is_active():
         ready = sorted(sorter.get_ready())
-        order += [products[ref] for ref in ready]
+        order += [steps[ref] for ref in ready]
         sorter.done(*ready)
     return order
 
@@ -63,8 +124,10 @@ def output_file(home: Path, ref: str) -> Path:
     return home / domain / f"{name}.parquet"
 
 
-def build(con: duckdb.DuckDBPyConnection, product: Product, home: Path, landing: Path) -> None:
-    """Compute one product in ``con`` and write its declared columns to Parquet."""
+def product_relation(
+    con: duckdb.DuckDBPyConnection, product: Product, home: Path, landing: Path
+) -> duckdb.DuckDBPyRelation:
+    """Compute a declared (SQL or Python) product in ``con``: its declared columns."""
     for alias, ref in product.consumes.items():
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW {ident(alias)} AS "
@@ -83,10 +146,61 @@ def build(con: duckdb.DuckDBPyConnection, product: Product, home: Path, landing:
             con.register("__python_result", result)
             result = con.table("__python_result")
         relation = result
-    target = output_file(home, product.ref)
+    return relation.select(", ".join(ident(c.name) for c in product.columns))
+
+
+def product_view(con: duckdb.DuckDBPyConnection, home: Path, ref: str) -> str:
+    """A temp view named ``ref`` over the Parquet written for it; its quoted name."""
+    name = ident(ref)
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {name} AS "
+        f"SELECT * FROM read_parquet({literal(output_file(home, ref))})"
+    )
+    return name
+
+
+def render_model(con: duckdb.DuckDBPyConnection, model: DbtModel, home: Path) -> str:
+    """The model's SQL: its ``raw_code`` with ``source(domain, product)`` and
+    ``ref(model)`` replaced by views over the Parquet of those products."""
+    template = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(
+        model.node["raw_code"]
+    )
+    return template.render(
+        source=lambda domain, product: product_view(con, home, f"{domain}/{product}"),
+        ref=lambda name: product_view(con, home, f"{model.domain}/{name}"),
+        config=lambda **_: "",
+    )
+
+
+def model_columns(node: dict[str, Any]) -> str:
+    """The select list of a model's output: with an enforced contract, its
+    declared columns in order, cast to their ``data_type`` (as dbt builds the
+    table); otherwise every column, as the platform publishes it."""
+    if not node.get("config", {}).get("contract", {}).get("enforced"):
+        return "*"
+    selected = []
+    for column in node["columns"].values():
+        name, kind = ident(column["name"]), column.get("data_type")
+        selected.append(f"CAST({name} AS {kind}) AS {name}" if kind else name)
+    return ", ".join(selected)
+
+
+def model_relation(
+    con: duckdb.DuckDBPyConnection, model: DbtModel, home: Path
+) -> duckdb.DuckDBPyRelation:
+    """Compute a dbt model in ``con`` from its rendered SQL."""
+    return con.sql(render_model(con, model, home)).select(model_columns(model.node))
+
+
+def build(con: duckdb.DuckDBPyConnection, step: Step, home: Path, landing: Path) -> None:
+    """Compute one product in ``con`` and write its output columns to Parquet."""
+    if isinstance(step, DbtModel):
+        relation = model_relation(con, step, home)
+    else:
+        relation = product_relation(con, step, home, landing)
+    target = output_file(home, step.ref)
     target.parent.mkdir(parents=True, exist_ok=True)
-    columns = ", ".join(ident(c.name) for c in product.columns)
-    relation.select(columns).write_parquet(str(target), compression="zstd")
+    relation.write_parquet(str(target), compression="zstd")
 
 
 def run(home: Path, landing: Path) -> dict[str, float]:

@@ -27,12 +27,24 @@ def mesh_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     ensure_dagster_home()
     generate(home / "landing", scale=SCALE, seed=7)
+    prepare_dbt_projects(home)
     yield home
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def prepare_dbt_projects(home: Path) -> None:
+    """Parse every domain's dbt project into its manifest before any code
+    location loads (``DbtProject.prepare_if_dev`` does nothing outside
+    ``dagster dev``; CI prepares explicitly, as a deployment would)."""
+    from dagmesh.registry import load_mesh
+
+    for domain in load_mesh().values():
+        if domain.dbt is not None:
+            domain.dbt.prepare(home)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,22 @@ def workspace_locations(workspace: Path | None = None) -> dict[str, Location]:
         name = target.get("location_name") or module.split(".")[-2]
         locations[name] = Location(name, module)
     return locations
+
+
+def workspace_subset(folder: Path, names: Collection[str]) -> Path:
+    """Write a workspace.yaml holding only the locations ``names`` into
+    ``folder`` and return it."""
+    settings = yaml.safe_load(config.workspace_file().read_text()) or {}
+    by_name = {loc.module: name for name, loc in workspace_locations().items()}
+    kept = []
+    for entry in settings.get("load_from", []):
+        target = entry.get("python_module")
+        module = target if isinstance(target, str) else (target or {}).get("module_name")
+        if by_name.get(module) in names:
+            kept.append(entry)
+    path = folder / config.WORKSPACE_FILE
+    path.write_text(yaml.safe_dump({**settings, "load_from": kept}))
+    return path
 
 
 def load_domain(location: Location) -> Domain:

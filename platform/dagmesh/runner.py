@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 from dagster._core.storage.dagster_run import DagsterRunStatus
@@ -33,6 +35,7 @@ from dagster_graphql.cli import execute_query
 
 from dagmesh import config
 from dagmesh.instance import ensure_dagster_home, quiet_tools
+from dagmesh.registry import workspace_locations, workspace_subset
 
 POLL_SECONDS = 0.25
 MATERIALIZATION_TAG = "dagmesh/materialization"
@@ -99,11 +102,31 @@ def _key(ref: str) -> AssetKey:
 
 
 @contextmanager
-def workspace_context(instance: DagsterInstance):
-    """A workspace loaded from workspace.yaml (starts one code server per domain)."""
-    target = WorkspaceFileTarget(paths=[str(config.workspace_file())])
-    with WorkspaceProcessContext(instance, target) as context:
-        yield context
+def workspace_context(instance: DagsterInstance, only: Collection[str] | None = None):
+    """A workspace loaded from workspace.yaml (one code server per domain);
+    ``only`` limits it to those code locations."""
+    workspace = config.workspace_file()
+    with tempfile.TemporaryDirectory(prefix="dagmesh-workspace-") as folder:
+        if only is not None:
+            workspace = workspace_subset(Path(folder), only)
+        target = WorkspaceFileTarget(paths=[str(workspace)])
+        with WorkspaceProcessContext(instance, target) as context:
+            yield context
+
+
+def locations_needed(refs: list[str], with_upstream: bool) -> set[str] | None:
+    """The code locations a selection needs, or None for all of them: named
+    products without their upstream need only their own domains, so the
+    other code servers are not started."""
+    if not refs or with_upstream:
+        return None
+    known = workspace_locations()
+    domains = {ref.strip("/").split("/")[0] for ref in refs}
+    if unknown := domains - set(known):
+        raise MaterializeError(
+            f"no domain {sorted(unknown)[0]!r} in the workspace; domains: {sorted(known)}"
+        )
+    return domains
 
 
 def load_errors(context: WorkspaceProcessContext) -> dict[str, str]:
@@ -290,7 +313,8 @@ def materialize(
     max_runs = max_runs or int(os.environ.get("DAGMESH_MAX_RUNS", 0)) or os.cpu_count() or 2
     logging.getLogger("dagster.code_server").setLevel(logging.WARNING)
     refs = list(refs)
-    with DagsterInstance.get() as instance, workspace_context(instance) as context:
+    only = locations_needed(refs, with_upstream)
+    with DagsterInstance.get() as instance, workspace_context(instance, only) as context:
         keys = select(context, refs, with_upstream)
         graph = context.create_request_context().asset_graph
         selected = set(keys)
