@@ -122,3 +122,31 @@ def test_sigkill_while_writing_leaves_the_port_intact(tmp_path: Path):
     assert writer(2000).wait(timeout=120) == 0
     assert len(pd.read_parquet(port.require_current().data_file)) == 2000
     assert not any(staging.iterdir())  # and swept by the rerun
+
+
+def _step_window(instance: DagsterInstance, run_id: str) -> tuple[float, float]:
+    times = {
+        r.event_log_entry.dagster_event.event_type_value: r.event_log_entry.timestamp
+        for r in instance.get_records_for_run(run_id).records
+        if r.event_log_entry.dagster_event
+        and r.event_log_entry.dagster_event.event_type_value in ("STEP_START", "STEP_SUCCESS")
+    }
+    return times["STEP_START"], times["STEP_SUCCESS"]
+
+
+def test_two_runs_of_one_dbt_domain_take_turns_on_its_database(materialized, mesh_home: Path):
+    """Both runs open finance's DuckDB file: the pool dagmesh-dbt-finance
+    (limit 1) makes the second step wait instead of failing on the lock."""
+    keys = [
+        dg.AssetKey(["finance", "delay_costs"]),
+        dg.AssetKey(["finance", "weekly_delay_impact"]),
+    ]
+    with DagsterInstance.get() as instance, workspace_context(instance, {"finance"}) as context:
+        run_ids = [launch_run(context, keys, {"test": "pool"}) for _ in range(2)]
+        deadline = time.monotonic() + 300
+        while not all(instance.get_run_by_id(r).is_finished for r in run_ids):
+            assert time.monotonic() < deadline, "runs did not finish"
+            time.sleep(0.5)
+        assert [instance.get_run_by_id(r).status for r in run_ids] == [DagsterRunStatus.SUCCESS] * 2
+        first, second = sorted(_step_window(instance, r) for r in run_ids)
+    assert second[0] >= first[1] - 0.5, (first, second)  # one after the other
