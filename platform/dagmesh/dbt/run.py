@@ -96,10 +96,10 @@ def write_ports(path: Path, files: dict[tuple[str, str], Path]) -> None:
 
 def pin_inputs(
     project: DomainDbtProject, mesh: MeshStorage, selected: set[str]
-) -> tuple[dict[str, str], Path]:
+) -> tuple[dict[str, tuple[str, str]], Path]:
     """Point the ``ports`` database at the current version of every port
     source; fail naming the product if a selected model needs one that was
-    never published. Returns ({ref: version}, ports file)."""
+    never published. Returns ({source unique_id: (ref, version)}, ports file)."""
     state = project.state_dir(mesh.home_path, project.domain)
     manifest = project.manifest
     needed = {
@@ -125,8 +125,7 @@ def pin_inputs(
                 ) from None
             continue
         files[(domain, product)] = version.data_file
-        if uid in needed:
-            versions[f"{domain}/{product}"] = version.version
+        versions[uid] = (f"{domain}/{product}", version.version)
     ports = state / "ports.duckdb"
     write_ports(ports, files)
     return versions, ports
@@ -266,7 +265,7 @@ def run_dbt_products(
         for name, node in project.product_nodes().items()
     }
     selected = {uid_of[key] for key in context.selected_asset_keys if key in uid_of}
-    inputs, ports = pin_inputs(project, mesh, selected)
+    pinned, ports = pin_inputs(project, mesh, selected)
     database = project.database_path(home)
     database.parent.mkdir(parents=True, exist_ok=True)
 
@@ -288,6 +287,8 @@ def run_dbt_products(
                 problems += [Problem(ref, _failed_test_message(con, ref, t, node)) for t in failed]
                 continue
             checks = build.checks.pop(key, [])
+            parents = node.get("depends_on", {}).get("nodes", [])
+            inputs = dict(pinned[uid] for uid in parents if uid in pinned)
             started = time.perf_counter()
             yield _publish(con, mesh, key, node, context.run_id, inputs, dbt_metadata, checks)
             context.log.info(f"published {ref} in {time.perf_counter() - started:.1f}s")
