@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -43,14 +46,39 @@ def _generator():
     return getattr(importlib.import_module(module), function)
 
 
-def _progress() -> Progress:
+def _progress(on: Console | None = None) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=on or console,
     )
+
+
+@contextmanager
+def _children_output_to(log: Path) -> Iterator[Console]:
+    """Point this process's stdout and stderr at ``log`` while code servers
+    and run workers start (they inherit them: dbt's output, server logs), and
+    yield a console on the terminal for our own progress. The runs' logs are
+    in the Dagster UI too."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    with open(log, "ab") as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+    try:
+        yield Console(file=terminal)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, original in zip((1, 2), saved, strict=True):
+            os.dup2(original, fd)
+            os.close(original)
+        terminal.close()
 
 
 @app.command()
@@ -93,7 +121,8 @@ def materialize(
     if products and all_products:
         raise typer.BadParameter("give either --all or product names, not both")
     reported: set[str] = set()
-    with _progress() as progress:
+    log = config.mesh_home() / "logs" / f"materialize-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    with _children_output_to(log) as terminal, _progress(terminal) as progress:
         task = progress.add_task("loading the workspace", total=None)
 
         def report(done: list[str], failed: list[str], total: int) -> None:
@@ -109,11 +138,14 @@ def materialize(
         try:
             outcome = run_materialization(products, with_upstream=with_upstream, on_progress=report)
         except MaterializeError as error:
-            console.print(f"[red]error:[/] {error}")
-            raise typer.Exit(2) from None
+            outcome = error
+    if isinstance(outcome, MaterializeError):
+        console.print(f"[red]error:[/] {outcome}")
+        raise typer.Exit(2)
     console.print(
         f"{len(outcome.run_ids)} Dagster runs, tagged "
-        f"dagmesh/materialization={outcome.materialization_id}"
+        f"dagmesh/materialization={outcome.materialization_id} (their logs: the Dagster UI "
+        f"and {log})"
     )
     if outcome.success:
         console.print(f"[green]materialized {len(outcome.materialized)} products[/]")
