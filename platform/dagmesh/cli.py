@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 import time
 import tomllib
@@ -247,6 +248,10 @@ def dev(
     command = ["dagster", "dev", "-w", workspace, "-h", host, "-p", str(port)]
     console.print(f"serving the Dagster UI on http://{host}:{port} ({' '.join(command)})")
     dagster = Path(sys.executable).with_name("dagster")
+    # A shell starts background jobs with SIGINT ignored, and an ignored
+    # signal stays ignored across exec; `dagster dev` maps SIGTERM to its
+    # SIGINT handler, so it would then ignore SIGTERM too and never stop.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.execv(str(dagster), [str(dagster), *command[1:]])
 
 
