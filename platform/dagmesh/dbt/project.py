@@ -144,7 +144,10 @@ class DomainDbtProject:
         text = "# Written by dagmesh; edits are overwritten.\n" + yaml.safe_dump(profile)
         path = state / "profiles.yml"
         if not path.exists() or path.read_text() != text:
-            path.write_text(text)
+            # Atomically: a dbt process of an earlier run may be reading it.
+            tmp = path.with_name(f".profiles.yml.{os.getpid()}")
+            tmp.write_text(text)
+            os.replace(tmp, path)
         return state
 
     def database_path(self, home: Path) -> Path:
