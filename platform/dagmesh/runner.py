@@ -224,11 +224,14 @@ def _error_message(error) -> str:
     return error.message
 
 
-def _failures(instance: DagsterInstance, run, group: set[AssetKey]) -> list[Failure]:
-    by_step = {"__".join(k.path): product_ref(k) for k in group}
-    missing = sorted(product_ref(k) for k in group - _materialized_in(instance, run.run_id))
+def _failures(
+    instance: DagsterInstance, run, group: set[AssetKey], step_of: dict[AssetKey, str]
+) -> list[Failure]:
+    """One Failure per failed step of ``run``, naming the products of that
+    step it left unpublished (a dbt project is one step for several products)."""
     if run.status != DagsterRunStatus.FAILURE:
         return []
+    missing = group - _materialized_in(instance, run.run_id)
     records = instance.get_records_for_run(run.run_id).records
     step_failures = [
         r.event_log_entry
@@ -241,10 +244,24 @@ def _failures(instance: DagsterInstance, run, group: set[AssetKey]) -> list[Fail
     failures = []
     for entry in step_failures:
         event = entry.dagster_event
-        # A dbt project is one step for several products: name those it left unpublished.
-        product = by_step.get(event.step_key) or ", ".join(missing) or event.step_key
-        failures.append(Failure(product, run.run_id, _error_message(event.step_failure_data.error)))
+        products = sorted(product_ref(k) for k in missing if step_of.get(k) == event.step_key)
+        failures.append(
+            Failure(
+                ", ".join(products) or event.step_key,
+                run.run_id,
+                _error_message(event.step_failure_data.error),
+            )
+        )
     return failures
+
+
+def step_keys(graph, keys: Iterable[AssetKey]) -> dict[AssetKey, str]:
+    """The step (op) that computes each product."""
+    steps = {}
+    for key in keys:
+        snap = graph.get(key).resolve_to_singular_repo_scoped_node().asset_node_snap
+        steps[key] = snap.op_names[0] if snap.op_names else "__".join(key.path)
+    return steps
 
 
 def downstream_counts(parents: dict[AssetKey, set[AssetKey]]) -> dict[AssetKey, int]:
@@ -320,6 +337,7 @@ def materialize(
         selected = set(keys)
         parents = {k: {p for p in graph.get(k).parent_keys if p in selected} for k in keys}
         location = {k: graph.get_repository_handle(k).location_name for k in keys}
+        step_of = step_keys(graph, keys)
         reach = downstream_counts(parents)
         materialization_id = uuid.uuid4().hex[:12]
         tags = {MATERIALIZATION_TAG: materialization_id}
@@ -358,7 +376,7 @@ def materialize(
                 done |= ok
                 if run.status != DagsterRunStatus.SUCCESS or ok != group:
                     failed |= group - ok
-                    outcome.failures += _failures(instance, run, group)
+                    outcome.failures += _failures(instance, run, group, step_of)
             if on_progress:
                 on_progress(
                     sorted(product_ref(k) for k in done),
