@@ -68,12 +68,17 @@ def _materialization_metadata(result: BuildResult) -> dict[str, object]:
         )
         metadata["dagmesh/quarantine"] = dg.MetadataValue.json(result.quarantined)
     if result.preview:
-        columns = list(result.preview[0])
-        metadata["preview"] = dg.MetadataValue.table(
-            records=[dg.TableRecord(row) for row in result.preview],
-            schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]),
-        )
+        metadata["preview"] = preview_table(result.preview)
     return metadata
+
+
+def preview_table(rows: list[dict[str, str]]) -> dg.TableMetadataValue:
+    """Preview rows (from :func:`dagmesh.build.preview_rows`) as a Dagster table."""
+    columns = list(rows[0]) if rows else []
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord(row) for row in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]),
+    )
 
 
 def product_asset(product: Product) -> dg.AssetsDefinition:

@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 
-from dagmesh.audit import AuditOutcome, audit_staged, check_schema, masked_columns
+from dagmesh.audit import AuditOutcome, audit_staged, check_schema, masked_select
 from dagmesh.context import ProductContext
 from dagmesh.landing import REJECT_REASON, attach_landing, diagnose
 from dagmesh.product import Product
@@ -106,12 +108,15 @@ def _quarantine_counts(con: duckdb.DuckDBPyConnection, scans) -> dict[str, dict[
     return counts
 
 
-def _preview(con: duckdb.DuckDBPyConnection, product: Product, data_file) -> list[dict[str, str]]:
-    shown = masked_columns(product)
-    rel = con.sql(f"SELECT {shown} FROM read_parquet({literal(data_file)}) LIMIT {PREVIEW_ROWS}")
+def preview_rows(
+    con: duckdb.DuckDBPyConnection, data_file: Path | str, personal: Collection[str]
+) -> list[dict[str, str]]:
+    """The first rows of a published file as text, the ``personal`` columns masked."""
+    rel = con.sql(f"SELECT * FROM read_parquet({literal(data_file)}) LIMIT {PREVIEW_ROWS}")
+    shown = rel.select(masked_select(rel.columns, personal))
     return [
-        {c: "NULL" if v is None else v for c, v in zip(rel.columns, row, strict=True)}
-        for row in rel.fetchall()
+        {c: "NULL" if v is None else v for c, v in zip(shown.columns, row, strict=True)}
+        for row in shown.fetchall()
     ]
 
 
@@ -166,7 +171,8 @@ def build_product(
         result.version = port.publish(staging, run_id, record, keep=mesh.keep_versions)
         current = port.require_current()
         result.port_file = str(port.current_link / DATA_FILE)
-        result.preview = _preview(con, product, current.data_file)
+        personal = {c.name for c in product.columns if c.is_pii}
+        result.preview = preview_rows(con, current.data_file, personal)
         return result
     finally:
         con.close()

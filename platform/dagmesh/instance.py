@@ -42,8 +42,15 @@ def ensure_dagster_home() -> Path:
     return home
 
 
+# No network calls from dbt at run time (version check, usage stats), no telemetry.
+QUIET_ENV = {
+    "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    "DBT_VERSION_CHECK": "false",
+    "DAGSTER_DISABLE_TELEMETRY": "true",
+}
+
+
 def quiet_tools() -> None:
-    """No network calls from dbt at run time, no telemetry."""
-    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-    os.environ.setdefault("DBT_VERSION_CHECK", "false")
-    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
+    """Set :data:`QUIET_ENV` in this process (and so in its children)."""
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from dagmesh import config
+from dagmesh.instance import QUIET_ENV
 from dagmesh.resources import default_memory_limit
 
 PORTS_DATABASE = "ports"
@@ -46,13 +47,8 @@ def dbt_executable() -> str:
 
 
 def dbt_env(**extra: str) -> dict[str, str]:
-    """The environment of every dbt process: no network, no telemetry."""
-    return {
-        **os.environ,
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        "DBT_VERSION_CHECK": "false",
-        **extra,
-    }
+    """The environment of a dbt process dagmesh starts: no network, no telemetry."""
+    return {**os.environ, **QUIET_ENV, **extra}
 
 
 class DomainDbtProject:
@@ -97,19 +93,25 @@ class DomainDbtProject:
 
     # -- the profile (the platform's job) --------------------------------
 
-    def targets(self, home: Path, memory_limit: str, threads: int) -> dict[str, dict[str, Any]]:
-        """Every target of the generated profile: ``embedded`` (a DuckDB file
-        per domain under the data directory) and those an operator declares in
-        pyproject.toml under ``[tool.dagmesh.dbt_targets.<name>]``."""
+    def _target_paths(self, home: Path) -> dict[str, dict[str, Any]]:
+        """Each target's settings with its DuckDB path resolved: ``embedded``
+        (a file per domain under the data directory) and those an operator
+        declares in pyproject.toml under ``[tool.dagmesh.dbt_targets.<name>]``."""
         state = self.state_dir(home, self.domain)
-        declared = _declared_targets()
-        outputs = {DEFAULT_TARGET: {"path": str(state / "warehouse.duckdb")}, **declared}
-        profile = {}
-        for name, settings in outputs.items():
-            path = str(settings["path"]).format(home=home, domain=self.domain)
-            profile[name] = {
+        outputs = {DEFAULT_TARGET: {"path": str(state / "warehouse.duckdb")}, **_declared_targets()}
+        return {
+            name: {**settings, "path": str(settings["path"]).format(home=home, domain=self.domain)}
+            for name, settings in outputs.items()
+        }
+
+    def targets(self, home: Path, memory_limit: str, threads: int) -> dict[str, dict[str, Any]]:
+        """Every target of the generated profile (see :meth:`_target_paths`),
+        with the ``ports`` attachment, memory limit and threads."""
+        state = self.state_dir(home, self.domain)
+        return {
+            name: {
                 "type": "duckdb",
-                "path": path,
+                "path": settings["path"],
                 "threads": int(settings.get("threads", threads)),
                 "attach": [
                     {
@@ -123,7 +125,8 @@ class DomainDbtProject:
                     "temp_directory": str(state / "tmp"),
                 },
             }
-        return profile
+            for name, settings in self._target_paths(home).items()
+        }
 
     def write_profile(
         self, home: Path, memory_limit: str | None = None, threads: int | None = None
@@ -151,16 +154,14 @@ class DomainDbtProject:
         return state
 
     def database_path(self, home: Path) -> Path:
-        """The DuckDB file the selected target builds into."""
-        profiles = yaml.safe_load((self.state_dir(home, self.domain) / "profiles.yml").read_text())
-        profile = profiles[self.profile_name]
-        target = profile["target"]
-        if target not in profile["outputs"]:
+        """The DuckDB file the selected target (``DAGMESH_DBT_TARGET``) builds into."""
+        paths = self._target_paths(home)
+        target = selected_target()
+        if target not in paths:
             raise DbtProjectError(
-                f"DAGMESH_DBT_TARGET={target!r} is not a dbt target; targets: "
-                f"{sorted(profile['outputs'])}"
+                f"DAGMESH_DBT_TARGET={target!r} is not a dbt target; targets: {sorted(paths)}"
             )
-        return Path(profile["outputs"][target]["path"])
+        return Path(paths[target]["path"])
 
     # -- the manifest ----------------------------------------------------
 

@@ -33,10 +33,12 @@ from dagster_dbt import DbtCliResource
 from dbt import version as dbt_version
 from packaging import version
 
+from dagmesh.assets import preview_table
 from dagmesh.audit import masked_select
-from dagmesh.build import PREVIEW_ROWS
-from dagmesh.dbt.project import PORTS_DATABASE, DomainDbtProject, dbt_env, dbt_executable
+from dagmesh.build import preview_rows
+from dagmesh.dbt.project import PORTS_DATABASE, DomainDbtProject, dbt_executable
 from dagmesh.dbt.translator import classification
+from dagmesh.instance import quiet_tools
 from dagmesh.resources import MeshStorage, default_memory_limit
 from dagmesh.sql import ident, literal
 from dagmesh.storage import DATA_FILE, PortNotPublishedError
@@ -151,22 +153,6 @@ def _failed_test_message(
     return f"{ref}: dbt test {test['name']} failed on column {column} (rule {rule}){sample}"
 
 
-def _preview(
-    con: duckdb.DuckDBPyConnection, data_file: Path, personal: set[str]
-) -> dg.TableMetadataValue:
-    rel = con.sql(f"SELECT * FROM read_parquet({literal(data_file)}) LIMIT {PREVIEW_ROWS}")
-    shown = rel.select(masked_select(rel.columns, personal))
-    return dg.MetadataValue.table(
-        records=[
-            dg.TableRecord(
-                {c: "NULL" if v is None else v for c, v in zip(shown.columns, row, strict=True)}
-            )
-            for row in shown.fetchall()
-        ],
-        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in shown.columns]),
-    )
-
-
 @dataclass
 class DbtBuild:
     """What one ``dbt build`` did: the models it built (with dagster-dbt's
@@ -221,7 +207,7 @@ def _dbt_build(
     target = state / "target"
     target.mkdir(exist_ok=True)
     (target / "run_results.json").unlink(missing_ok=True)
-    os.environ.update(dbt_env())  # the dbt subprocess inherits: no version check, no telemetry
+    quiet_tools()  # the dbt subprocess inherits it: no version check, no telemetry
     dbt = MeshDbtCli(
         project_dir=str(project.project_dir),
         profiles_dir=str(state),
@@ -371,6 +357,6 @@ def _publish(
         "dagmesh/version": version,
         "dagmesh/port": dg.MetadataValue.path(str(port.current_link / DATA_FILE)),
         "dagmesh/inputs": dg.MetadataValue.json(inputs),
-        "preview": _preview(con, current.data_file, personal),
+        "preview": preview_table(preview_rows(con, current.data_file, personal)),
     }
     return dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=checks)
