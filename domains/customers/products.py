@@ -8,6 +8,7 @@ customers = Domain(
 
 customers.sql_product(
     "customer_profiles",
+    classification="internal",
     description="One row per customer from the CRM: contact details (personal data), "
     "country and signup time in UTC.",
     sources={
@@ -30,7 +31,7 @@ customers.sql_product(
     columns=[
         Column("customer_id", "VARCHAR", "Customer identifier.", nullable=False),
         pii("full_name", "VARCHAR", "Customer's full name."),
-        pii("email", "VARCHAR", "Email, lower case."),
+        pii("email", "VARCHAR", "Email, lower case.", joinable=True),
         pii("phone", "VARCHAR", "Phone number."),
         pii("street_address", "VARCHAR", "Street and number."),
         Column("city", "VARCHAR", "City."),
@@ -54,6 +55,7 @@ customers.sql_product(
 
 customers.sql_product(
     "customer_360",
+    classification="internal",
     description=(
         "Everything about a customer in one row: profile, orders and revenue (sales), "
         "delivery experience (shipping) and how they were acquired (marketing)."
@@ -68,7 +70,7 @@ customers.sql_product(
     columns=[
         Column("customer_id", "VARCHAR", "Customer identifier.", nullable=False),
         pii("full_name", "VARCHAR", "Customer's full name."),
-        pii("email", "VARCHAR", "Email, lower case."),
+        pii("email", "VARCHAR", "Email, lower case.", joinable=True),
         Column("country", "VARCHAR", "ISO 3166 country code."),
         Column("orders", "BIGINT", "Orders placed, cancelled ones excluded."),
         Column("lifetime_revenue", "DECIMAL(18,2)", "Revenue of those orders (EUR)."),

@@ -13,6 +13,7 @@ finance = Domain(
 
 finance.sql_product(
     "refunds",
+    classification="internal",
     description="Refunds booked in the ledger, amounts normalised to EUR decimals.",
     sources={
         "ledger_refunds": Landing(

@@ -15,6 +15,7 @@ marketing = Domain(
 
 marketing.sql_product(
     "crm_leads",
+    classification="internal",
     description=(
         "CRM leads with their acquisition channel: organic, lead_generation or both "
         "(the CRM's many spellings normalised)."
@@ -65,6 +66,7 @@ marketing.sql_product(
 
 
 @marketing.python_product(
+    classification="internal",
     description=(
         "Reverse ETL: each ad platform's audiences written as a CSV file into the marketing "
         "outbox (outbox/<platform>/<audience>.csv) for the platform's uploader; one row per "

@@ -8,6 +8,7 @@ sales = Domain(
 
 sales.sql_product(
     "orders",
+    classification="internal",
     description=(
         "One row per order with its current status. Built from the shop's order events: "
         "exact duplicates removed, the latest event (also when it arrives late) sets the "
@@ -77,6 +78,7 @@ sales.sql_product(
 
 sales.sql_product(
     "order_items",
+    classification="internal",
     description="One row per order line, duplicates removed; lines with no price or a "
     "non-positive quantity are quarantined.",
     sources={
@@ -119,6 +121,7 @@ sales.sql_product(
 
 sales.sql_product(
     "daily_revenue",
+    classification="internal",
     description="Revenue per order day: gross (every order), cancelled, and net of cancellations.",
     consumes=["orders", "order_items"],
     columns=[

@@ -23,6 +23,7 @@ RETURN_SHIPMENTS = Landing(
 
 shipping.sql_product(
     "shipments",
+    classification="internal",
     description=(
         "One row per shipment. shipped_at is when we handed the parcel over, shipped_on the "
         "day the carrier scanned it; both are NULL for orders that were returned and "
@@ -67,6 +68,7 @@ shipping.sql_product(
 
 shipping.sql_product(
     "returns",
+    classification="internal",
     description="Orders returned to the warehouse and reshipped, with the delivery of the "
     "reshipment.",
     sources={"return_shipments": RETURN_SHIPMENTS},
@@ -95,6 +97,7 @@ shipping.sql_product(
 
 shipping.sql_product(
     "shipping_delays",
+    classification="internal",
     description=(
         "Per shipped order: promised vs actual delivery, days late and the cause "
         "(on_time, warehouse, carrier, return_reship)."

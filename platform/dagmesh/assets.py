@@ -6,8 +6,12 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from dagmesh.access import AccessDeniedError, UpstreamNotPublishedError
+from dagmesh.alerts import Alert, send_alert
 from dagmesh.audit import audit_checks
-from dagmesh.build import BuildResult, UpstreamNotPublishedError, build_product
+from dagmesh.build import BuildResult, build_product
+from dagmesh.contracts.checks import quality_checks
+from dagmesh.contracts.model import Contract
 from dagmesh.landing import SourceFileError
 from dagmesh.product import Product
 from dagmesh.resources import MeshStorage
@@ -34,13 +38,14 @@ def column_schema(product: Product) -> dg.TableSchema:
     )
 
 
-def _definition_metadata(product: Product) -> dict[str, object]:
+def _definition_metadata(product: Product, contract: Contract | None) -> dict[str, object]:
     metadata: dict[str, object] = {
         "dagster/column_schema": column_schema(product),
         "dagmesh/product": product.ref,
         "dagmesh/access": product.access,
         "dagmesh/consumes": json.dumps(sorted(product.consumes.values())),
     }
+    metadata.update(contract_metadata(contract))
     if product.primary_key:
         metadata["dagmesh/primary_key"] = ", ".join(product.primary_key)
     if product.defined_at:
@@ -51,6 +56,23 @@ def _definition_metadata(product: Product) -> dict[str, object]:
             metadata["dagster/code_references"] = dg.CodeReferencesMetadataValue(
                 code_references=[dg.LocalFileCodeReference(file_path=path, line_number=line)]
             )
+    return metadata
+
+
+def contract_metadata(contract: Contract | None) -> dict[str, object]:
+    """What the catalog shows of a product's contract."""
+    if contract is None:
+        return {}
+    metadata: dict[str, object] = {
+        "dagmesh/contract_version": contract.version,
+        "dagmesh/contract_status": contract.status,
+    }
+    if contract.freshness:
+        metadata["dagmesh/freshness_sla"] = str(contract.freshness)
+    if deprecation := contract.deprecation:
+        metadata["dagmesh/deprecated"] = f"sunset {deprecation[0]}" + (
+            f", use {deprecation[1]}" if deprecation[1] else ""
+        )
     return metadata
 
 
@@ -81,14 +103,43 @@ def preview_table(rows: list[dict[str, str]]) -> dg.TableMetadataValue:
     )
 
 
-def product_asset(product: Product) -> dg.AssetsDefinition:
-    """The Dagster asset of a product: key ``[domain, name]``, deps on what it
-    consumes, blocking audit checks, and write–audit–publish as its body."""
-    key = dg.AssetKey(product.key_path)
-    check_specs = [
+def freshness_policy(contract: Contract | None) -> dg.FreshnessPolicy | None:
+    """The contract's latency SLA as Dagster's freshness policy (warned at
+    80 % of the window, failed past it)."""
+    window = contract.freshness if contract else None
+    if window is None:
+        return None
+    return dg.FreshnessPolicy.time_window(fail_window=window, warn_window=window * 0.8)
+
+
+def check_specs(
+    key: dg.AssetKey, builtin: dict[str, str], contract: Contract | None
+) -> list[dg.AssetCheckSpec]:
+    """The platform's built-in audits (blocking) and the contract's quality rules."""
+    specs = [
         dg.AssetCheckSpec(name, asset=key, blocking=True, description=description)
-        for name, description in audit_checks(product).items()
+        for name, description in builtin.items()
     ]
+    specs += [
+        dg.AssetCheckSpec(name, asset=key, blocking=blocking, description=description)
+        for name, (description, blocking) in quality_checks(contract).items()
+        if name not in builtin
+    ]
+    return specs
+
+
+def alert_blocked(ref: str, message: str, run_id: str) -> None:
+    """Send the alert of a publication stopped by a blocking check."""
+    send_alert(Alert("check_failure", ref, message, {"run_id": run_id}))
+
+
+def product_asset(product: Product, contract: Contract | None = None) -> dg.AssetsDefinition:
+    """The Dagster asset of a product: key ``[domain, name]``, deps on what it
+    consumes, blocking audit checks and the contract's quality rules, its
+    freshness SLA, and write–audit–publish as its body."""
+    key = dg.AssetKey(product.key_path)
+    builtin = audit_checks(product)
+    specs = check_specs(key, builtin, contract)
     tags = {f"{TAG_PREFIX}/domain": product.domain, f"{TAG_PREFIX}/access": product.access}
     if any(c.is_pii for c in product.columns):
         tags[f"{TAG_PREFIX}/pii"] = "true"
@@ -102,15 +153,16 @@ def product_asset(product: Product) -> dg.AssetsDefinition:
         owners=[f"team:{product.owner}"],
         kinds={"duckdb", "parquet", product.kind},
         tags=tags,
-        metadata=_definition_metadata(product),
-        check_specs=check_specs,
+        metadata=_definition_metadata(product, contract),
+        check_specs=specs,
+        freshness_policy=freshness_policy(contract),
     )
     def _product(
         context: dg.AssetExecutionContext, mesh: MeshStorage
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         try:
-            result = build_product(product, mesh, context.run_id, context.log)
-        except (SourceFileError, UpstreamNotPublishedError) as error:
+            result = build_product(product, mesh, context.run_id, context.log, contract)
+        except (SourceFileError, UpstreamNotPublishedError, AccessDeniedError) as error:
             # A clear message for the run's failure, not a stack trace wrapper.
             raise dg.Failure(description=str(error)) from error
         checks = [
@@ -118,7 +170,7 @@ def product_asset(product: Product) -> dg.AssetsDefinition:
                 check_name=o.check,
                 asset_key=key,
                 passed=o.passed,
-                severity=dg.AssetCheckSeverity.ERROR,
+                severity=dg.AssetCheckSeverity.ERROR if o.blocking else dg.AssetCheckSeverity.WARN,
                 description="; ".join(o.violations) or o.description,
                 metadata=o.metadata,
             )
@@ -127,10 +179,14 @@ def product_asset(product: Product) -> dg.AssetsDefinition:
         ran = {o.check for o in result.outcomes}
         if not result.published:
             yield from checks
+            message = (
+                f"{product.ref} was not published; the last good version stays in place.\n"
+                f"{result.failure_message}"
+            )
+            alert_blocked(product.ref, message, context.run_id)
             raise dg.Failure(
-                description=f"{product.ref} was not published; the last good version stays "
-                f"in place.\n{result.failure_message}",
-                metadata={"skipped_checks": sorted(set(audit_checks(product)) - ran)},
+                description=message,
+                metadata={"skipped_checks": sorted({s.name for s in specs} - ran)},
             )
         yield dg.MaterializeResult(
             asset_key=key, metadata=_materialization_metadata(result), check_results=checks

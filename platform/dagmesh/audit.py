@@ -30,6 +30,7 @@ class AuditOutcome:
     description: str
     violations: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    blocking: bool = True
 
 
 def normalize_type(type_name: str) -> str:

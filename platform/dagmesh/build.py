@@ -20,19 +20,20 @@ from pathlib import Path
 
 import duckdb
 
+from dagmesh.access import read_port
 from dagmesh.audit import AuditOutcome, audit_staged, check_schema, masked_select
 from dagmesh.context import ProductContext
+from dagmesh.contracts.checks import run_quality_rules
+from dagmesh.contracts.model import Contract
 from dagmesh.landing import REJECT_REASON, attach_landing, diagnose
 from dagmesh.product import Product
+from dagmesh.publish import publish_staged
 from dagmesh.resources import MeshStorage
+from dagmesh.spec import python_spec
 from dagmesh.sql import ident, literal
-from dagmesh.storage import DATA_FILE, PortNotPublishedError
+from dagmesh.storage import DATA_FILE
 
 PREVIEW_ROWS = 5
-
-
-class UpstreamNotPublishedError(RuntimeError):
-    """A consumed product has never been published."""
 
 
 @dataclass
@@ -55,29 +56,29 @@ class BuildResult:
         return self.version is not None
 
     @property
+    def blocked(self) -> bool:
+        """True when a blocking audit failed."""
+        return any(not o.passed and o.blocking for o in self.outcomes)
+
+    @property
     def failure_message(self) -> str:
-        """Every violation, one per line."""
-        return "\n".join(v for o in self.outcomes if not o.passed for v in o.violations)
+        """Every blocking violation, one per line."""
+        return "\n".join(
+            v for o in self.outcomes if not o.passed and o.blocking for v in o.violations
+        )
 
 
 def _attach_upstream(
-    con: duckdb.DuckDBPyConnection, product: Product, mesh: MeshStorage
+    con: duckdb.DuckDBPyConnection, product: Product, mesh: MeshStorage, run_id: str
 ) -> dict[str, str]:
     versions = {}
     for alias, ref in product.consumes.items():
-        domain, name = ref.split("/")
-        try:
-            version = mesh.port(domain, name).require_current()
-        except PortNotPublishedError as error:
-            raise UpstreamNotPublishedError(
-                f"{product.ref} consumes {ref}, which has no published version yet; "
-                f"run `dagmesh materialize {product.ref} --with-upstream`"
-            ) from error
+        read = read_port(mesh.home_path, product.ref, ref, run_id)
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW {ident(alias)} AS "
-            f"SELECT * FROM read_parquet({literal(version.data_file)})"
+            f"SELECT * FROM read_parquet({literal(read.file)})"
         )
-        versions[ref] = version.version
+        versions[ref] = read.version.version
     return versions
 
 
@@ -125,14 +126,16 @@ def build_product(
     mesh: MeshStorage,
     run_id: str,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    contract: Contract | None = None,
 ) -> BuildResult:
-    """Compute, stage, audit and (if every audit passes) publish one product."""
+    """Compute, stage, audit and (if every blocking audit passes) publish one
+    product; ``contract`` adds its quality rules to the audit."""
     log = log or logging.getLogger("dagmesh")
     port = mesh.port(product.domain, product.name)
     staging = port.start_staging(run_id)
     con = mesh.connect(product.domain)
     try:
-        inputs = _attach_upstream(con, product, mesh)
+        inputs = _attach_upstream(con, product, mesh, run_id)
         scans = [
             attach_landing(
                 con, product.ref, alias, source, mesh.landing_path, staging / "quarantine"
@@ -156,10 +159,20 @@ def build_product(
         result.rows = con.execute(
             f"SELECT count(*) FROM read_parquet({literal(data_file)})"
         ).fetchall()[0][0]
+        spec = python_spec(product)
         result.outcomes += audit_staged(con, product, data_file, result.rows)
+        result.outcomes += run_quality_rules(
+            con,
+            product.ref,
+            contract,
+            f"read_parquet({literal(data_file)})",
+            result.rows,
+            [c.name for c in product.columns],
+            spec.personal,
+        )
         result.quarantined = _quarantine_counts(con, scans)
         result.source_files = sum(len(s.files) for s in scans)
-        if not all(o.passed for o in result.outcomes):
+        if result.blocked:
             return result
         record = {
             "rows": result.rows,
@@ -168,11 +181,20 @@ def build_product(
             "quarantined": result.quarantined,
             "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        result.version = port.publish(staging, run_id, record, keep=mesh.keep_versions)
+        result.version = publish_staged(
+            con,
+            port,
+            staging,
+            run_id,
+            record,
+            spec,
+            contract,
+            mesh.keep_versions,
+            mesh.masking_key(),
+        )
         current = port.require_current()
         result.port_file = str(port.current_link / DATA_FILE)
-        personal = {c.name for c in product.columns if c.is_pii}
-        result.preview = preview_rows(con, current.data_file, personal)
+        result.preview = preview_rows(con, current.owner_file, spec.personal)
         return result
     finally:
         con.close()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import dagster as dg
 
+from dagmesh.alerts import freshness_alert_sensor, run_failure_alert_sensor
 from dagmesh.assets import product_asset
 from dagmesh.dbt.assets import dbt_domain_assets
+from dagmesh.governance import enforce_at_load
+from dagmesh.masking import PII_KEY_ENV
 from dagmesh.product import Domain
-from dagmesh.registry import check_consumed
+from dagmesh.registry import check_consumed, load_mesh
 from dagmesh.resources import MeshStorage
 
 Executor = Literal["in_process", "multiprocess"]
@@ -18,23 +22,43 @@ Executor = Literal["in_process", "multiprocess"]
 def domain_definitions(domain: Domain, executor: Executor = "in_process") -> dg.Definitions:
     """Definitions for one domain's code location.
 
-    Checks at load that every consumed product exists in the mesh. Runs use
-    the in-process executor by default: one step costs ~50 ms in-process
-    against ~1 s as a subprocess on a 2-core machine, and DuckDB already uses
-    every core inside a step (see the benchmark in bench/).
+    At load it checks that every consumed product exists and enforces the
+    mesh's governance policies (a violation fails the load, naming the
+    product, the policy and the fix). Each product gets its contract's
+    checks and freshness SLA; sensors alert on run failures and freshness
+    breaches. Runs use the in-process executor by default: one step costs
+    ~50 ms in-process against ~1 s as a subprocess on a 2-core machine, and
+    DuckDB already uses every core inside a step (see the benchmark in bench/).
     """
     check_consumed(domain)
-    assets = [product_asset(p) for p in domain.products.values()]
+    mesh = enforce_at_load(domain, load_mesh())
+    contracts = {
+        name: mesh.contracts.get(f"{domain.name}/{name}") for name in domain.product_names()
+    }
+    assets = [product_asset(p, contracts[p.name]) for p in domain.products.values()]
     if domain.dbt is not None:
-        assets.append(dbt_domain_assets(domain.name, domain.owner, domain.dbt))
+        assets.append(dbt_domain_assets(domain, contracts))
+    sla = {
+        dg.AssetKey([domain.name, name]): contract.freshness
+        for name, contract in contracts.items()
+        if contract is not None and contract.freshness is not None
+    }
+    sensors = [run_failure_alert_sensor(domain.name)]
+    if sla:
+        sensors.append(freshness_alert_sensor(domain.name, sla))
     job = dg.define_asset_job(
         f"{domain.name}_products",
         selection=dg.AssetSelection.groups(domain.name),
         description=f"Materialize every product of the {domain.name} domain.",
     )
+    # The keyed-hash secret comes only from the environment (EnvVar: never
+    # stored in the run's config); without it, PII columns are redacted.
+    keyed = bool(os.environ.get(PII_KEY_ENV))
+    mesh_storage = MeshStorage(pii_key=dg.EnvVar(PII_KEY_ENV)) if keyed else MeshStorage()
     return dg.Definitions(
         assets=assets,
         jobs=[job],
-        resources={"mesh": MeshStorage()},
+        sensors=sensors,
+        resources={"mesh": mesh_storage},
         executor=dg.in_process_executor if executor == "in_process" else dg.multiprocess_executor,
     )

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -29,6 +31,22 @@ def check_identifier(value: str, what: str) -> str:
     return value
 
 
+def check_type(type_name: str, what: str) -> str:
+    """Return ``type_name`` if DuckDB parses it as one type, else raise ValueError
+    (a type is spliced into SQL casts, so it must be a type and nothing more)."""
+    import duckdb
+
+    try:
+        duckdb.sqltype(type_name)
+    except (duckdb.Error, TypeError, ValueError) as error:
+        raise ValueError(
+            f"{what}: {type_name!r} is not a DuckDB type ({str(error).splitlines()[0]})"
+        ) from None
+    if not re.fullmatch(r"[A-Za-z0-9_(), \[\]]+", type_name):
+        raise ValueError(f"{what}: {type_name!r} is not a plain DuckDB type name")
+    return type_name
+
+
 @dataclass(frozen=True)
 class Column:
     """A column a product publishes: its name, DuckDB type and meaning.
@@ -42,9 +60,11 @@ class Column:
     description: str
     nullable: bool = True
     classification: str | None = None
+    joinable: bool = False
 
     def __post_init__(self) -> None:
         check_identifier(self.name, "column")
+        check_type(self.type, f"column {self.name!r}")
 
     @property
     def is_pii(self) -> bool:
@@ -52,9 +72,17 @@ class Column:
         return self.classification == "pii"
 
 
-def pii(name: str, type: str, description: str, nullable: bool = True) -> Column:
-    """A column of personal data (name, email, phone, address...)."""
-    return Column(name, type, description, nullable=nullable, classification="pii")
+def pii(
+    name: str, type: str, description: str, nullable: bool = True, joinable: bool = False
+) -> Column:
+    """A column of personal data (name, email, phone, address...).
+
+    Other domains read it masked: redacted, or hashed with the mesh's key
+    when ``joinable`` (equal values, equal hashes, so it still joins).
+    """
+    return Column(
+        name, type, description, nullable=nullable, classification="pii", joinable=joinable
+    )
 
 
 @dataclass(frozen=True)
@@ -106,6 +134,8 @@ class Product:
     sources: dict[str, Landing] = field(default_factory=dict)
     primary_key: list[str] = field(default_factory=list)
     access: Access = "public"
+    consumers: list[str] = field(default_factory=list)
+    classification: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     defined_at: tuple[str, int] | None = None
 
@@ -126,6 +156,20 @@ class Product:
             check_identifier(alias, f"{self.ref}: input")
         if overlap := set(self.consumes) & set(self.sources):
             raise ValueError(f"{self.ref}: {sorted(overlap)} named both as product and source")
+        for ref in self.consumes.values():
+            for part in ref.split("/"):
+                check_identifier(part, f"{self.ref}: consumed product {ref!r}:")
+        for consumer in self.consumers:
+            check_identifier(consumer, f"{self.ref}: consumer domain")
+        if self.consumers and self.access != "internal":
+            raise ValueError(
+                f"{self.ref}: consumers= names the domains allowed to read an internal "
+                f"product, but its access is {self.access!r}"
+            )
+
+    def column_classification(self, column: Column) -> str | None:
+        """The column's own classification, else the product's default."""
+        return column.classification or self.classification
 
     @property
     def ref(self) -> str:
@@ -144,8 +188,8 @@ class Product:
 
 
 def _caller_location(depth: int = 2) -> tuple[str, int]:
-    frame = inspect.stack()[depth]
-    return frame.filename, frame.lineno
+    frame = sys._getframe(depth)
+    return frame.f_code.co_filename, frame.f_lineno
 
 
 class Domain:
@@ -167,6 +211,9 @@ class Domain:
         self.products: dict[str, Product] = {}
         self.dbt_project_dir = dbt_project
         self._dbt: Any = None
+        # The folder of the module declaring the domain: its contracts live beside it.
+        self.home_dir = Path(_caller_location()[0]).resolve().parent
+        self.policies: dict[str, Any] = {}
 
     @property
     def dbt(self):
@@ -184,6 +231,34 @@ class Domain:
         if self.dbt is not None:
             names |= set(self.dbt.product_nodes())
         return names
+
+    @property
+    def contracts_dir(self) -> Path:
+        """Where the domain's data contracts live: ``<domain folder>/contracts``."""
+        return self.home_dir / "contracts"
+
+    def policy(self, description: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: a governance policy of this domain (federated), checked
+        with the global ones on each of its products.
+
+        The function takes a :class:`dagmesh.spec.ProductSpec` and
+        returns (or yields) violation messages. A domain adds policies; it
+        cannot replace or switch off a global one.
+        """
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            from dagmesh.governance.policies import GLOBAL_POLICIES
+
+            name = fn.__name__
+            if name in GLOBAL_POLICIES:
+                raise ValueError(
+                    f"domain {self.name}: policy {name!r} is a global policy; a domain may add "
+                    "policies but cannot replace or switch off a global one"
+                )
+            self.policies[name] = (description, fn)
+            return fn
+
+        return register
 
     def __repr__(self) -> str:
         return f"Domain({self.name!r}, products={list(self.products)})"
@@ -216,9 +291,17 @@ class Domain:
         primary_key: str | Sequence[str] = (),
         owner: str | None = None,
         access: Access = "public",
+        consumers: Sequence[str] = (),
+        classification: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> Product:
-        """Declare a product computed by one SQL query inside DuckDB."""
+        """Declare a product computed by one SQL query inside DuckDB.
+
+        ``access`` is who may read it: ``public`` (every domain), ``internal``
+        (this domain and the ``consumers`` domains) or ``private`` (this
+        domain only). ``classification`` classifies every column that does
+        not say otherwise (``pii()`` columns are ``pii``).
+        """
         return self._add(
             Product(
                 domain=self.name,
@@ -231,6 +314,8 @@ class Domain:
                 sources=dict(sources or {}),
                 primary_key=[primary_key] if isinstance(primary_key, str) else list(primary_key),
                 access=access,
+                consumers=list(consumers),
+                classification=classification,
                 tags=dict(tags or {}),
                 defined_at=_caller_location(),
             )
@@ -247,6 +332,8 @@ class Domain:
         primary_key: str | Sequence[str] = (),
         owner: str | None = None,
         access: Access = "public",
+        consumers: Sequence[str] = (),
+        classification: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> Callable[[Callable[..., Any]], Product]:
         """Decorator: declare a product computed by a Python function.
@@ -270,6 +357,8 @@ class Domain:
                         [primary_key] if isinstance(primary_key, str) else list(primary_key)
                     ),
                     access=access,
+                    consumers=list(consumers),
+                    classification=classification,
                     tags=dict(tags or {}),
                     defined_at=(inspect.getsourcefile(fn) or "", fn.__code__.co_firstlineno),
                 )

@@ -45,6 +45,16 @@ class MeshStorage(dg.ConfigurableResource):
         "DAGMESH_DUCKDB_MEMORY_LIMIT, else 80% of RAM shared by the concurrent runs",
     )
     threads: int | None = Field(default=None, description="DuckDB threads per step")
+    pii_key: str | None = Field(
+        default=None,
+        description="Secret of the keyed hash that masks joinable PII columns for other "
+        "domains; give it as EnvVar('DAGMESH_PII_KEY'), never as a literal",
+    )
+
+    def masking_key(self) -> bytes | None:
+        """The keyed-hash secret: ``pii_key``, else ``DAGMESH_PII_KEY``."""
+        value = self.pii_key or os.environ.get("DAGMESH_PII_KEY")
+        return value.encode() if value else None
 
     @property
     def home_path(self) -> Path:

@@ -2,7 +2,9 @@
 
 Layout under ``$DAGMESH_HOME/domains/<domain>/`` (only that domain writes it)::
 
-    ports/<product>/versions/<version>/data.parquet     the published rows
+    ports/<product>/versions/<version>/data.parquet     the published rows (PII masked)
+    ports/<product>/versions/<version>/raw.parquet      raw rows, owner only (PII products)
+    ports/<product>/versions/<version>/contract.yaml    the contract it was published under
     ports/<product>/versions/<version>/quarantine/*.parquet   rows set aside
     ports/<product>/versions/<version>/version.json     what the version is
     ports/<product>/current -> versions/<version>       the output port
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 DATA_FILE = "data.parquet"
+RAW_FILE = "raw.parquet"
+CONTRACT_FILE = "contract.yaml"
 VERSION_FILE = "version.json"
 
 
@@ -45,8 +49,22 @@ class PublishedVersion:
 
     @property
     def data_file(self) -> Path:
-        """The Parquet file holding the version's rows."""
+        """The Parquet file other domains read (personal data masked)."""
         return self.path / DATA_FILE
+
+    @property
+    def owner_file(self) -> Path:
+        """The file the owner domain reads: raw values when the product
+        masks personal data for others, else the same ``data.parquet``."""
+        raw = self.path / RAW_FILE
+        return raw if raw.is_file() else self.data_file
+
+    def contract(self) -> dict[str, Any] | None:
+        """The contract this version was published under, if any."""
+        import yaml
+
+        path = self.path / CONTRACT_FILE
+        return yaml.safe_load(path.read_text()) if path.is_file() else None
 
     def info(self) -> dict[str, Any]:
         """The version's record (run, row count, columns, inputs, time)."""

@@ -1,40 +1,78 @@
-"""A domain's dbt project as Dagster assets: one ``@dbt_assets`` definition."""
+"""A domain's dbt project as Dagster assets: one dbt multi-asset.
 
-from collections.abc import Iterator
+It is what ``@dbt_assets`` builds (the same specs and dbt test checks from
+``build_dbt_specs``, the same op tags), plus the asset checks of each
+model's data contract, which the platform runs on the staged model before
+publishing it. ``@dbt_assets`` takes no extra check specs, hence the
+``multi_asset`` here (pinned dagster-dbt 0.29; see pyproject).
+"""
+
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DbtProject, dbt_assets
+from dagster_dbt import DbtProject
+from dagster_dbt.asset_utils import (
+    DAGSTER_DBT_SELECT_METADATA_KEY,
+    DBT_DEFAULT_EXCLUDE,
+    DBT_DEFAULT_SELECT,
+    DBT_DEFAULT_SELECTOR,
+    build_dbt_specs,
+)
 
 from dagmesh import config
-from dagmesh.dbt.project import DomainDbtProject
+from dagmesh.assets import check_specs
+from dagmesh.contracts.model import Contract
 from dagmesh.dbt.run import pool_name, run_dbt_products
 from dagmesh.dbt.translator import MeshDbtTranslator
+from dagmesh.product import Domain
 from dagmesh.resources import MeshStorage
 
 
-def dbt_domain_assets(domain: str, owner: str, project: DomainDbtProject) -> dg.AssetsDefinition:
-    """Every model, seed and snapshot of ``project`` as a product of ``domain``,
-    its dbt tests as asset checks (``error`` severity blocks publication).
+def dbt_domain_assets(
+    domain: Domain, contracts: Mapping[str, Contract | None]
+) -> dg.AssetsDefinition:
+    """Every model, seed and snapshot of the domain's dbt project as a
+    product, its dbt tests and its contract's quality rules as asset checks
+    (``error`` severity blocks publication).
 
     The manifest is the prepared one; it is parsed again only when a file of
     the project is newer (an edit during development).
     """
+    project = domain.dbt
     manifest = project.ensure_prepared()
     dbt_project = DbtProject(
         project.project_dir,
         target_path=project.target_path,
         profiles_dir=project.write_profile(config.mesh_home()),
     )
-
-    @dbt_assets(
-        manifest=manifest,
+    translator = MeshDbtTranslator(domain.name, domain.owner, contracts)
+    specs, dbt_checks = build_dbt_specs(
+        translator=translator,
+        manifest=project.manifest,
+        select=DBT_DEFAULT_SELECT,
+        exclude=DBT_DEFAULT_EXCLUDE,
+        selector=DBT_DEFAULT_SELECTOR,
+        io_manager_key=None,
         project=dbt_project,
-        dagster_dbt_translator=MeshDbtTranslator(domain, owner),
-        name=f"{domain}_dbt",
-        pool=pool_name(domain),
+    )
+    contract_checks = [
+        check
+        for name, contract in contracts.items()
+        for check in check_specs(dg.AssetKey([domain.name, name]), {}, contract)
+    ]
+    del manifest  # prepared above; the specs read the parsed copy
+
+    @dg.multi_asset(
+        name=f"{domain.name}_dbt",
+        specs=specs,
+        check_specs=[*dbt_checks, *contract_checks],
+        can_subset=True,
+        op_tags={DAGSTER_DBT_SELECT_METADATA_KEY: DBT_DEFAULT_SELECT},
+        pool=pool_name(domain.name),
+        allow_arbitrary_check_specs=True,
     )
     def _dbt_products(context: dg.AssetExecutionContext, mesh: MeshStorage) -> Iterator[Any]:
-        yield from run_dbt_products(context, project, mesh)
+        yield from run_dbt_products(context, domain, contracts, mesh)
 
     return _dbt_products

@@ -6,10 +6,11 @@
 2. write and audit: ``dbt build`` of the selected models into the domain's
    own DuckDB file; each model's tests run right after it, and dbt skips
    what is downstream of a failure;
-3. publish: every model that built and passed its blocking (``error``) tests
-   is copied to a staging Parquet file and published atomically as the
-   product's new version. A failed test publishes nothing: consumers keep
-   reading the last good version.
+3. audit and publish: every model that built and passed its blocking
+   (``error``) tests is copied to a staging Parquet file, its contract's
+   quality rules run on it, and it is published atomically (PII masked for
+   other domains) as the product's new version. A failed test or blocking
+   rule publishes nothing: consumers keep reading the last good version.
 
 Runs of one domain's dbt project hold the Dagster pool ``dagmesh-dbt-<domain>``
 (limit 1), so no two processes ever open its DuckDB file at once.
@@ -21,7 +22,7 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -33,15 +34,21 @@ from dagster_dbt import DbtCliResource
 from dbt import version as dbt_version
 from packaging import version
 
-from dagmesh.assets import preview_table
+from dagmesh.access import AccessDeniedError, UpstreamNotPublishedError, read_port
+from dagmesh.assets import alert_blocked, preview_table
 from dagmesh.audit import masked_select
 from dagmesh.build import preview_rows
+from dagmesh.contracts.checks import run_quality_rules
+from dagmesh.contracts.model import Contract
 from dagmesh.dbt.project import PORTS_DATABASE, DomainDbtProject, dbt_executable
 from dagmesh.dbt.translator import classification
 from dagmesh.instance import quiet_tools
+from dagmesh.product import Domain
+from dagmesh.publish import publish_staged
 from dagmesh.resources import MeshStorage, default_memory_limit
+from dagmesh.spec import ProductSpec, dbt_spec
 from dagmesh.sql import ident, literal
-from dagmesh.storage import DATA_FILE, PortNotPublishedError
+from dagmesh.storage import DATA_FILE
 
 SAMPLE_ROWS = 3
 
@@ -97,37 +104,29 @@ def write_ports(path: Path, files: dict[tuple[str, str], Path]) -> None:
 
 
 def pin_inputs(
-    project: DomainDbtProject, mesh: MeshStorage, selected: set[str]
+    project: DomainDbtProject, mesh: MeshStorage, selected: set[str], run_id: str
 ) -> tuple[dict[str, tuple[str, str]], Path]:
     """Point the ``ports`` database at the current version of every port
-    source; fail naming the product if a selected model needs one that was
-    never published. Returns ({source unique_id: (ref, version)}, ports file)."""
+    source the selected models read, through the platform's access control
+    (a denied read fails the step and is recorded; granted cross-domain reads
+    are recorded); fail naming the product if one was never published.
+    Returns ({source unique_id: (ref, version)}, ports file)."""
     state = project.state_dir(mesh.home_path, project.domain)
     manifest = project.manifest
-    needed = {
-        parent
-        for uid in selected
-        for parent in manifest["nodes"][uid].get("depends_on", {}).get("nodes", [])
-    }
+    readers: dict[str, list[str]] = defaultdict(list)
+    for uid in sorted(selected):
+        for parent in manifest["nodes"][uid].get("depends_on", {}).get("nodes", []):
+            readers[parent].append(f"{project.domain}/{manifest['nodes'][uid]['name']}")
     files, versions = {}, {}
     for uid, (domain, product) in project.port_sources().items():
-        try:
-            version = mesh.port(domain, product).require_current()
-        except PortNotPublishedError:
-            if uid in needed:
-                consumers = sorted(
-                    manifest["nodes"][u]["name"]
-                    for u in selected
-                    if uid in manifest["nodes"][u]["depends_on"]["nodes"]
-                )
-                raise dg.Failure(
-                    description=f"{project.domain}/{consumers[0]} consumes {domain}/{product}, "
-                    "which has no published version yet; run `dagmesh materialize "
-                    f"{project.domain}/{consumers[0]} --with-upstream`"
-                ) from None
+        if uid not in readers:
             continue
-        files[(domain, product)] = version.data_file
-        versions[uid] = (f"{domain}/{product}", version.version)
+        try:
+            read = read_port(mesh.home_path, readers[uid][0], f"{domain}/{product}", run_id)
+        except (UpstreamNotPublishedError, AccessDeniedError) as error:
+            raise dg.Failure(description=str(error)) from None
+        files[(domain, product)] = read.file
+        versions[uid] = (read.ref, read.version.version)
     ports = state / "ports.duckdb"
     write_ports(ports, files)
     return versions, ports
@@ -139,7 +138,9 @@ def _failed_test_message(
     """``<product>: dbt test <name> failed on column <c> (<rule>): N rows, e.g. ...``"""
     rule = (test.get("test_metadata") or {}).get("name") or "singular test"
     column = test.get("column_name") or "(row)"
-    personal = {name for name, c in model.get("columns", {}).items() if classification(c) == "pii"}
+    personal = {
+        name for name, c in model.get("columns", {}).items() if classification(c, model) == "pii"
+    }
     sample = ""
     if test.get("compiled_code"):
         try:
@@ -239,10 +240,15 @@ def _dbt_build(
 
 
 def run_dbt_products(
-    context: dg.AssetExecutionContext, project: DomainDbtProject, mesh: MeshStorage
+    context: dg.AssetExecutionContext,
+    domain: Domain,
+    contracts: Mapping[str, Contract | None],
+    mesh: MeshStorage,
 ) -> Iterator[Any]:
-    """The body of a domain's ``@dbt_assets``: pin inputs, ``dbt build``,
-    publish what passed, then fail the step naming everything that did not."""
+    """The body of a domain's dbt assets: pin inputs, ``dbt build``, run each
+    built model's contract rules, publish what passed, then fail the step
+    naming everything that did not."""
+    project = domain.dbt
     home = mesh.home_path
     memory_limit = mesh.memory_limit or default_memory_limit()
     state = project.write_profile(home, memory_limit=memory_limit, threads=mesh.threads)
@@ -251,7 +257,7 @@ def run_dbt_products(
         for name, node in project.product_nodes().items()
     }
     selected = {uid_of[key] for key in context.selected_asset_keys if key in uid_of}
-    pinned, ports = pin_inputs(project, mesh, selected)
+    pinned, ports = pin_inputs(project, mesh, selected, context.run_id)
     database = project.database_path(home)
     database.parent.mkdir(parents=True, exist_ok=True)
 
@@ -276,7 +282,24 @@ def run_dbt_products(
             parents = node.get("depends_on", {}).get("nodes", [])
             inputs = dict(pinned[uid] for uid in parents if uid in pinned)
             started = time.perf_counter()
-            yield _publish(con, mesh, key, node, context.run_id, inputs, dbt_metadata, checks)
+            spec = dbt_spec(domain, node, build.manifest)
+            staged = _publish(
+                con, mesh, key, spec, contracts.get(node["name"]), node, context.run_id, inputs
+            )
+            checks += staged.checks
+            if staged.metadata is None:
+                yield from checks
+                problems += [Problem(ref, message) for message in staged.violations]
+                continue
+            metadata = {
+                **{
+                    k: v
+                    for k, v in dbt_metadata.items()
+                    if k in ("Execution Duration", "unique_id", "status")
+                },
+                **staged.metadata,
+            }
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=checks)
             context.log.info(f"published {ref} in {time.perf_counter() - started:.1f}s")
     finally:
         con.close()
@@ -290,24 +313,37 @@ def run_dbt_products(
             f"- {p.reason}" if p.reason.startswith(p.product) else f"- {p.product}: {p.reason}"
             for p in problems
         ]
-        raise dg.Failure(
-            description=f"dbt build of domain {project.domain} ({project.name}) did not "
+        message = (
+            f"dbt build of domain {project.domain} ({project.name}) did not "
             "publish everything; the last good versions stay in place for consumers.\n"
             + "\n".join(lines or ["- dbt failed"])
         )
+        for product in sorted({p.product for p in problems}):
+            alert_blocked(product, message, context.run_id)
+        raise dg.Failure(description=message)
+
+
+@dataclass
+class Staged:
+    """A built model after its contract audit: published (``metadata``) or not."""
+
+    checks: list[dg.AssetCheckResult]
+    violations: list[str]
+    metadata: dict[str, Any] | None = None
 
 
 def _publish(
     con: duckdb.DuckDBPyConnection,
     mesh: MeshStorage,
     key: dg.AssetKey,
+    spec: ProductSpec,
+    contract: Contract | None,
     node: dict[str, Any],
     run_id: str,
     inputs: dict[str, str],
-    dbt_metadata: dict[str, Any],
-    checks: list[dg.AssetCheckResult],
-) -> dg.MaterializeResult:
-    """Copy a built model into a staging Parquet file and publish it."""
+) -> Staged:
+    """Copy a built model into a staging Parquet file, run its contract's
+    quality rules, and publish it unless a blocking rule failed."""
     port = mesh.port(*key.path)
     staging = port.start_staging(run_id)
     try:
@@ -317,10 +353,25 @@ def _publish(
             f"COPY (SELECT * FROM {relation}) TO {literal(data_file)} "
             "(FORMAT parquet, COMPRESSION zstd)"
         )
-        described = con.sql(f"DESCRIBE SELECT * FROM read_parquet({literal(data_file)})").fetchall()
-        rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(data_file)})").fetchall()[
-            0
-        ][0]
+        data = f"read_parquet({literal(data_file)})"
+        described = con.sql(f"DESCRIBE SELECT * FROM {data}").fetchall()
+        rows = con.execute(f"SELECT count(*) FROM {data}").fetchall()[0][0]
+        columns = [name for name, *_ in described]
+        outcomes = run_quality_rules(con, spec.ref, contract, data, rows, columns, spec.personal)
+        checks = [
+            dg.AssetCheckResult(
+                check_name=o.check,
+                asset_key=key,
+                passed=o.passed,
+                severity=dg.AssetCheckSeverity.ERROR if o.blocking else dg.AssetCheckSeverity.WARN,
+                description="; ".join(o.violations) or o.description,
+                metadata=o.metadata,
+            )
+            for o in outcomes
+        ]
+        blocking = [v for o in outcomes if o.blocking and not o.passed for v in o.violations]
+        if blocking:
+            return Staged(checks, blocking)
         record = {
             "rows": rows,
             "columns": {name: kind for name, kind, *_ in described},
@@ -328,18 +379,22 @@ def _publish(
             "dbt": {"package": node["package_name"], "unique_id": node["unique_id"]},
             "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        version = port.publish(staging, run_id, record, keep=mesh.keep_versions)
+        version = publish_staged(
+            con,
+            port,
+            staging,
+            run_id,
+            record,
+            spec,
+            contract,
+            mesh.keep_versions,
+            mesh.masking_key(),
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     declared = node.get("columns", {})
-    personal = {name for name, c in declared.items() if classification(c) == "pii"}
     current = port.require_current()
     metadata = {
-        **{
-            k: v
-            for k, v in dbt_metadata.items()
-            if k in ("Execution Duration", "unique_id", "status")
-        },
         "dagster/row_count": rows,
         "dagster/column_schema": dg.TableSchema(
             columns=[
@@ -348,7 +403,7 @@ def _publish(
                     kind,
                     description=(declared.get(name) or {}).get("description") or None,
                     tags={"classification": t}
-                    if (t := classification(declared.get(name) or {}))
+                    if (t := classification(declared.get(name) or {}, node))
                     else None,
                 )
                 for name, kind, *_ in described
@@ -357,6 +412,6 @@ def _publish(
         "dagmesh/version": version,
         "dagmesh/port": dg.MetadataValue.path(str(port.current_link / DATA_FILE)),
         "dagmesh/inputs": dg.MetadataValue.json(inputs),
-        "preview": preview_table(preview_rows(con, current.data_file, personal)),
+        "preview": preview_table(preview_rows(con, current.owner_file, spec.personal)),
     }
-    return dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=checks)
+    return Staged(checks, [], metadata)

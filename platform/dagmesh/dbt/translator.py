@@ -9,6 +9,8 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
 
+from dagmesh.assets import contract_metadata, freshness_policy
+from dagmesh.contracts.model import Contract
 from dagmesh.dbt.project import PORTS_DATABASE
 
 # dbt's model access levels, read as the mesh's: `protected` (dbt's default)
@@ -16,11 +18,14 @@ from dagmesh.dbt.project import PORTS_DATABASE
 ACCESS_LEVELS = {"public": "public", "protected": "internal", "private": "private"}
 
 
-def classification(column: Mapping[str, Any]) -> str | None:
-    """A dbt column's ``meta.classification`` (``pii``, ``pseudonymous``...)."""
-    meta = {**column.get("meta", {}), **column.get("config", {}).get("meta", {})}
-    value = meta.get("classification")
-    return str(value) if value else None
+def classification(column: Mapping[str, Any], node: Mapping[str, Any] | None = None) -> str | None:
+    """A dbt column's ``meta.classification`` (``pii``, ``pseudonymous``...),
+    else its model's (``+meta: {classification: internal}``)."""
+    for props in (column, node or {}):
+        meta = {**props.get("meta", {}), **props.get("config", {}).get("meta", {})}
+        if value := meta.get("classification"):
+            return str(value)
+    return None
 
 
 def node_access(props: Mapping[str, Any]) -> str:
@@ -53,7 +58,7 @@ def dbt_column_schema(
     for name, column in props.get("columns", {}).items():
         constraints = {c["type"] for c in column.get("constraints", [])}
         constraints |= tests_by_column.get(name, set())
-        tag = classification(column)
+        tag = classification(column, props)
         columns.append(
             dg.TableColumn(
                 name=name,
@@ -84,7 +89,9 @@ class MeshDbtTranslator(DagsterDbtTranslator):
     shared key differently ("All metadata for AssetDeps ... must be identical").
     """
 
-    def __init__(self, domain: str, owner: str) -> None:
+    def __init__(
+        self, domain: str, owner: str, contracts: Mapping[str, Contract | None] | None = None
+    ) -> None:
         super().__init__(
             settings=DagsterDbtTranslatorSettings(
                 enable_source_metadata=False, enable_code_references=True
@@ -92,6 +99,7 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         )
         self.domain = domain
         self.owner = owner
+        self.contracts = dict(contracts or {})
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         props = dbt_resource_props
@@ -148,6 +156,10 @@ class MeshDbtTranslator(DagsterDbtTranslator):
             return spec
         consumes = sorted("/".join(dep.asset_key.path) for dep in spec.deps)
         props = self.get_resource_props(manifest, unique_id)
+        contract = self.contracts.get(props["name"])
+        policy = freshness_policy(contract)
+        if policy is not None:
+            spec = spec.replace_attributes(freshness_policy=policy)
         return spec.merge_attributes(
             kinds={"parquet"},
             metadata={
@@ -155,5 +167,6 @@ class MeshDbtTranslator(DagsterDbtTranslator):
                 "dagster/column_schema": dbt_column_schema(
                     props, column_tests(manifest, unique_id)
                 ),
+                **contract_metadata(contract),
             },
         )

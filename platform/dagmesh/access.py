@@ -1,0 +1,83 @@
+"""Reads of published products through the platform: access control and
+the audit trail of cross-domain reads.
+
+The access level a read is judged by is the one the *producer* published
+its current version under (recorded in ``version.json``), so a consumer
+loaded before the producer restricted a product is still denied at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagmesh import audit_log
+from dagmesh.storage import OutputPort, PortNotPublishedError, PublishedVersion
+
+
+class AccessDeniedError(PermissionError):
+    """A product was read by a domain its access level does not allow."""
+
+
+class UpstreamNotPublishedError(RuntimeError):
+    """A consumed product has never been published."""
+
+
+def allowed(producer: str, access: str, consumers: list[str], consumer_domain: str) -> bool:
+    """May ``consumer_domain`` read a product of ``producer`` with this access level?"""
+    if consumer_domain == producer or access == "public":
+        return True
+    return access == "internal" and consumer_domain in consumers
+
+
+def describe_access(producer: str, access: str, consumers: list[str]) -> str:
+    """Who may read a product, in words."""
+    if access == "public":
+        return "public (every domain)"
+    if access == "internal":
+        return f"internal to {producer} and {consumers or 'no other domain'}"
+    return f"private to {producer}"
+
+
+@dataclass(frozen=True)
+class PortRead:
+    """A granted read: the version pinned and the file to read."""
+
+    ref: str
+    version: PublishedVersion
+    file: Path
+
+
+def read_port(home: Path, consumer: str, ref: str, run_id: str) -> PortRead:
+    """Open the current version of ``ref`` for ``consumer`` (a product ref or
+    a domain name).
+
+    The owner domain reads raw values, every other domain the masked
+    ``data.parquet``. A cross-domain read is recorded in the audit log; a
+    read the producer's access level does not allow is recorded as denied
+    and raises AccessDeniedError.
+    """
+    producer, name = ref.split("/")
+    consumer_domain = consumer.split("/")[0]
+    try:
+        version = OutputPort(home, producer, name).require_current()
+    except PortNotPublishedError as error:
+        raise UpstreamNotPublishedError(
+            f"{consumer} consumes {ref}, which has no published version yet; "
+            f"run `dagmesh materialize {consumer} --with-upstream`"
+        ) from error
+    if consumer_domain == producer:
+        return PortRead(ref, version, version.owner_file)
+    info = version.info()
+    access, consumers = info.get("access", "public"), list(info.get("consumers") or [])
+    if not allowed(producer, access, consumers, consumer_domain):
+        reason = f"{ref} is {describe_access(producer, access, consumers)}"
+        audit_log.record_denied(home, run_id=run_id, consumer=consumer, product=ref, reason=reason)
+        raise AccessDeniedError(
+            f"access denied: {consumer} may not read {ref}: {reason}. Ask the {producer} "
+            "team to make it public or to list your domain among its consumers."
+        )
+    audit_log.record_read(
+        home, run_id=run_id, consumer=consumer, product=ref, version=version.version
+    )
+    return PortRead(ref, version, version.data_file)

@@ -1,0 +1,67 @@
+"""The publish step shared by Python and dbt products: mask personal data
+for other domains, keep the contract with the version, publish atomically,
+record the publish in the audit log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import yaml
+
+from dagmesh import audit_log
+from dagmesh.contracts.model import Contract
+from dagmesh.masking import write_masked
+from dagmesh.spec import ProductSpec
+from dagmesh.storage import CONTRACT_FILE, DATA_FILE, RAW_FILE, OutputPort
+
+
+def contract_text(contract: Contract) -> str:
+    """The contract as published with a version (ODCS YAML)."""
+    document = contract.model_dump(by_alias=True, exclude_none=True)
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+
+
+def publish_staged(
+    con: duckdb.DuckDBPyConnection,
+    port: OutputPort,
+    staging: Path,
+    run_id: str,
+    record: dict[str, Any],
+    spec: ProductSpec,
+    contract: Contract | None,
+    keep: int,
+    key: bytes | None,
+) -> str:
+    """Publish ``staging/data.parquet`` (raw, audited) as the new version of
+    ``spec``'s port; returns the version id.
+
+    With PII columns, the raw file becomes ``raw.parquet`` (owner only) and
+    ``data.parquet`` is rewritten masked (hashed with ``key``).
+    """
+    masked: dict[str, str] = {}
+    if spec.masking:
+        raw = staging / RAW_FILE
+        (staging / DATA_FILE).rename(raw)
+        types = record.get("columns") or {c.name: c.type for c in spec.columns}
+        masked = write_masked(con, raw, staging / DATA_FILE, list(types.items()), spec.masking, key)
+    if contract is not None:
+        (staging / CONTRACT_FILE).write_text(contract_text(contract))
+    record = {
+        **record,
+        "access": spec.access,
+        "consumers": sorted(spec.consumers),
+        "masked_columns": masked,
+        "contract_version": contract.version if contract else None,
+    }
+    version = port.publish(staging, run_id, record, keep=keep)
+    audit_log.record_publish(
+        port.domain_dir.parent.parent,
+        run_id=run_id,
+        product=port.ref,
+        version=version,
+        rows=record["rows"],
+        contract_version=record["contract_version"],
+    )
+    return version

@@ -1,0 +1,192 @@
+"""One description of a product, whether Python/SQL or dbt built it.
+
+Contracts are generated from it and governance policies judge it, so both
+work the same for a ``sql_product`` and a dbt model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dagmesh.product import Domain, Product
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """A published column as its declaration (Python or dbt yml) states it."""
+
+    name: str
+    type: str
+    description: str = ""
+    classification: str | None = None
+    required: bool = False
+    unique: bool = False
+    joinable: bool = False
+
+    @property
+    def masking(self) -> str | None:
+        """How other domains see it: ``hash``, ``redact`` or None (as is)."""
+        if self.classification != "pii":
+            return None
+        return "hash" if self.joinable else "redact"
+
+
+@dataclass
+class ProductSpec:
+    """What a product's declaration says, in one shape for every kind."""
+
+    domain: str
+    name: str
+    kind: str  # sql, python or dbt
+    owner: str
+    description: str
+    access: str
+    columns: list[ColumnSpec]
+    consumers: list[str] = field(default_factory=list)
+    primary_key: list[str] = field(default_factory=list)
+    consumes: list[str] = field(default_factory=list)
+    blocking_checks: list[str] = field(default_factory=list)
+    defined_in: Path | None = None
+
+    @property
+    def ref(self) -> str:
+        """``domain/name``."""
+        return f"{self.domain}/{self.name}"
+
+    @property
+    def masking(self) -> dict[str, str]:
+        """PII column → how other domains see it (``hash`` or ``redact``)."""
+        return {c.name: c.masking for c in self.columns if c.masking}
+
+    @property
+    def personal(self) -> set[str]:
+        """Columns never shown in messages and previews."""
+        return {c.name for c in self.columns if c.classification == "pii"}
+
+    def column(self, name: str) -> ColumnSpec | None:
+        """The column called ``name``, if declared."""
+        return next((c for c in self.columns if c.name == name), None)
+
+    def readable_by(self, consumer_domain: str) -> bool:
+        """True when ``consumer_domain`` may read this product."""
+        if consumer_domain == self.domain or self.access == "public":
+            return True
+        return self.access == "internal" and consumer_domain in self.consumers
+
+
+def python_spec(product: Product) -> ProductSpec:
+    """The spec of a product declared in Python."""
+    required = {c.name for c in product.columns if not c.nullable} | set(product.primary_key)
+    checks = []
+    if required:
+        checks.append("not_null")
+    if product.primary_key:
+        checks.append("primary_key")
+    return ProductSpec(
+        domain=product.domain,
+        name=product.name,
+        kind=product.kind,
+        owner=product.owner,
+        description=product.description,
+        access=product.access,
+        consumers=list(product.consumers),
+        columns=[
+            ColumnSpec(
+                c.name,
+                c.type,
+                c.description,
+                product.column_classification(c),
+                required=c.name in required,
+                unique=product.primary_key == [c.name],
+                joinable=c.joinable,
+            )
+            for c in product.columns
+        ],
+        primary_key=list(product.primary_key),
+        consumes=sorted(set(product.consumes.values())),
+        blocking_checks=checks,
+        defined_in=Path(product.defined_at[0]) if product.defined_at else None,
+    )
+
+
+def _meta(props: Mapping[str, Any]) -> dict[str, Any]:
+    return {**props.get("meta", {}), **props.get("config", {}).get("meta", {})}
+
+
+def dbt_spec(domain: Domain, node: Mapping[str, Any], manifest: Mapping[str, Any]) -> ProductSpec:
+    """The spec of a dbt model, seed or snapshot of ``domain``'s project.
+
+    Types, descriptions and classification (``meta.classification`` on the
+    column, else on the model) come from the yml; required and unique from
+    constraints and tests; the owner from the dbt group, else the domain.
+    """
+    from dagmesh.dbt.project import PORTS_DATABASE
+    from dagmesh.dbt.translator import column_tests, node_access
+
+    uid = node["unique_id"]
+    tests = column_tests(manifest, uid)
+    model_meta = _meta(node)
+    constraints: dict[str, set[str]] = {}
+    for constraint in node.get("constraints", []):
+        for column in constraint.get("columns", []):
+            constraints.setdefault(column, set()).add(constraint["type"])
+    columns = []
+    for name, column in node.get("columns", {}).items():
+        rules = {c["type"] for c in column.get("constraints", [])} | constraints.get(name, set())
+        rules |= tests.get(name, set())
+        columns.append(
+            ColumnSpec(
+                name,
+                column.get("data_type") or "",
+                column.get("description") or "",
+                _meta(column).get("classification") or model_meta.get("classification"),
+                required=bool({"not_null", "primary_key"} & rules),
+                unique=bool({"unique", "primary_key"} & rules),
+                joinable=_meta(column).get("masking") == "hash",
+            )
+        )
+    group = manifest.get("groups", {}).get(f"group.{node.get('package_name')}.{node.get('group')}")
+    owner = (group or {}).get("owner", {}).get("name") or model_meta.get("owner") or domain.owner
+    consumes = []
+    for parent in node.get("depends_on", {}).get("nodes", []):
+        if parent.startswith("source."):
+            source = manifest["sources"][parent]
+            if source.get("database") == PORTS_DATABASE:
+                consumes.append(f"{source['source_name']}/{source['name']}")
+        elif parent in manifest["nodes"]:
+            consumes.append(f"{domain.name}/{manifest['nodes'][parent]['name']}")
+    blocking = [
+        test["name"]
+        for test in manifest["nodes"].values()
+        if test["resource_type"] == "test"
+        and uid in test.get("depends_on", {}).get("nodes", [])
+        and str(test.get("config", {}).get("severity", "error")).lower() == "error"
+    ]
+    return ProductSpec(
+        domain=domain.name,
+        name=node["name"],
+        kind="dbt",
+        owner=owner,
+        description=node.get("description") or "",
+        access=node_access(node),
+        consumers=list(model_meta.get("consumers") or []),
+        columns=columns,
+        primary_key=list(model_meta.get("primary_key") or []),
+        consumes=sorted(set(consumes)),
+        blocking_checks=blocking,
+        defined_in=domain.dbt.project_dir / node["original_file_path"],
+    )
+
+
+def domain_specs(domain: Domain) -> dict[str, ProductSpec]:
+    """Every product of ``domain`` (declared in Python and built by its dbt
+    project), by name."""
+    specs = {name: python_spec(p) for name, p in domain.products.items()}
+    if domain.dbt is not None:
+        manifest = domain.dbt.manifest
+        for name, node in domain.dbt.product_nodes().items():
+            specs[name] = dbt_spec(domain, node, manifest)
+    return specs
