@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -79,12 +80,27 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     return Project(root)
 
 
+SEED_DESCRIPTIONS = {
+    "raw_bakes": "Loaves baked per day, as the bakery's oven log exports them.",
+    "raw_sales": "Loaves sold per day, from the till.",
+}
+
+
 @pytest.fixture(scope="module")
 def adopted(project: Project) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
     before = _fingerprint(project.root / "dbt_projects" / "bakery")
     created = project.run("new", "domain", "bakery", "--dbt-project", "dbt_projects/bakery")
     assert created.returncode == 0, created.stderr
     assert _fingerprint(project.root / "dbt_projects" / "bakery") == before
+    # The seeds have no description in the dbt project: governance asks for
+    # one, and the owner writes it in the generated contract, not in dbt.
+    contracts = project.root / "domains" / "bakery" / "contracts"
+    for seed, purpose in SEED_DESCRIPTIONS.items():
+        assert f"bakery/{seed}: [description] has no description" in _flat(created)
+        path = contracts / f"{seed}.odcs.yaml"
+        document = yaml.safe_load(path.read_text())
+        document["description"] = {"purpose": purpose}
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
     materialized = project.run("materialize", "--all")
     assert _fingerprint(project.root / "dbt_projects" / "bakery") == before
     return created, materialized
@@ -101,9 +117,14 @@ def test_new_domain_writes_the_location_and_the_workspace_entry(project: Project
     assert 'dbt_project="dbt_projects/bakery"' in products
     assert sorted(p.name for p in (project.root / "domains" / "bakery").iterdir()) == [
         "__init__.py",
+        "contracts",
         "definitions.py",
         "products.py",
     ]
+    contracts = sorted(
+        p.name for p in (project.root / "domains" / "bakery" / "contracts").iterdir()
+    )
+    assert contracts == [f"{name}.odcs.yaml" for name in sorted(BAKERY_PRODUCTS)]
 
 
 def test_materialize_all_loads_seeds_builds_models_and_runs_tests(project: Project, adopted):

@@ -64,7 +64,7 @@ def test_products_carry_owner_group_kinds_schema_and_checks(workspace_graph):
     email = next(c for c in schema.columns if c.name == "email")
     assert email.tags == {"classification": "pii"}
     assert "dagster/code_references" in node.metadata
-    assert {c.name for c in node.check_keys} == {"schema", "not_null", "primary_key"}
+    assert {c.name for c in node.check_keys} == {"schema", "not_null", "primary_key", "row_count"}
     from domains.customers.definitions import defs
 
     specs = defs.resolve_assets_def(node.key).check_specs

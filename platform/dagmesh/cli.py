@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dagmesh import config
@@ -141,7 +142,7 @@ def materialize(
         except MaterializeError as error:
             outcome = error
     if isinstance(outcome, MaterializeError):
-        console.print(f"[red]error:[/] {outcome}")
+        console.print(f"[red]error:[/] {escape(str(outcome))}")
         raise typer.Exit(2)
     console.print(
         f"{len(outcome.run_ids)} Dagster runs, tagged "
@@ -152,10 +153,10 @@ def materialize(
         console.print(f"[green]materialized {len(outcome.materialized)} products[/]")
         return
     for location, error in outcome.load_errors.items():
-        console.print(f"[red]FAILED to load[/] code location {location}:\n{error}")
+        console.print(f"[red]FAILED to load[/] code location {location}:\n{escape(str(error))}")
     for failure in outcome.failures:
         console.print(
-            f"[red]FAILED[/] {failure.product} in run {failure.run_id}:\n{failure.message}"
+            f"[red]FAILED[/] {failure.product} in run {failure.run_id}:\n{escape(failure.message)}"
         )
     if outcome.not_run:
         console.print(f"[yellow]not run (upstream failed):[/] {', '.join(outcome.not_run)}")
@@ -186,16 +187,116 @@ def new_domain(
     try:
         created = new_dbt_domain(name, dbt_project, owner=owner, description=description)
     except (ScaffoldError, DbtProjectError) as error:
-        console.print(f"[red]error:[/] {error}")
+        console.print(f"[red]error:[/] {escape(str(error))}")
         raise typer.Exit(2) from None
     root = config.project_root()
     for file in created.files:
         console.print(f"wrote {file.relative_to(root)}")
     console.print(
         f"[green]domain {name}[/]: {len(created.products)} products "
-        f"({', '.join(created.products)}), {created.tests} dbt tests as checks. "
-        f"Next: dagmesh materialize --all"
+        f"({', '.join(created.products)}), {created.tests} dbt tests as checks."
     )
+    from dagmesh.governance import MeshView, policy_violations
+    from dagmesh.registry import load_mesh
+
+    violations = policy_violations(MeshView.build(load_mesh()), [name])
+    if violations:
+        console.print(
+            f"[yellow]Before domain {name} loads, fix what the mesh's policies ask "
+            f"({len(violations)}):[/]"
+        )
+        for violation in violations:
+            console.print(f"  {escape(str(violation))}")
+    else:
+        console.print("Next: dagmesh materialize --all")
+
+
+contracts_app = typer.Typer(help="Data contracts (ODCS) of the products.", no_args_is_help=True)
+app.add_typer(contracts_app, name="contracts")
+
+
+@contracts_app.command("sync")
+def contracts_sync(
+    domains: Annotated[
+        list[str] | None, typer.Argument(help="Domains to sync; default: every domain")
+    ] = None,
+) -> None:
+    """Write what each product's declaration (Python or dbt yml) says into its
+    contract file, creating missing ones; the owner's facts (version, status,
+    quality rules, SLAs) are kept."""
+    from dagmesh.contracts.generate import sync
+    from dagmesh.registry import load_mesh
+
+    mesh = load_mesh()
+    unknown = set(domains or []) - set(mesh)
+    if unknown:
+        console.print(f"[red]error:[/] no domain {sorted(unknown)} (domains: {sorted(mesh)})")
+        raise typer.Exit(2)
+    root = config.project_root()
+    changed = [path for name in domains or sorted(mesh) for path in sync(mesh[name])]
+    for path in changed:
+        console.print(f"wrote {path.relative_to(root) if path.is_relative_to(root) else path}")
+    console.print(f"{len(changed)} contract file(s) changed")
+
+
+@app.command()
+def lint(
+    published: Annotated[
+        bool,
+        typer.Option(help="Also compare contracts with those last published in DAGMESH_HOME"),
+    ] = True,
+) -> None:
+    """Check every product against the mesh's governance policies, its
+    contract file against its declaration, and each contract against the
+    last published one (breaking changes). One line per violation; exit 1
+    if there is any."""
+    from dagmesh.governance import (
+        MeshView,
+        breaking_violations,
+        contract_drift,
+        deprecation_warnings,
+        policy_violations,
+    )
+    from dagmesh.registry import load_mesh
+
+    try:
+        mesh = MeshView.build(load_mesh())
+    except ValueError as error:  # a declaration that cannot even be loaded
+        print(f"error: {error}")
+        raise typer.Exit(1) from None
+    violations = policy_violations(mesh) + contract_drift(mesh)
+    if published:
+        violations += breaking_violations(mesh, config.mesh_home())
+    for warning in deprecation_warnings(mesh):
+        console.print(f"[yellow]warning:[/] {warning}")
+    for violation in violations:
+        print(violation)
+    products = len(mesh.specs)
+    if violations:
+        console.print(f"[red]{len(violations)} violation(s)[/] in {products} products")
+        raise typer.Exit(1)
+    console.print(f"[green]✓[/] {products} products comply with every policy")
+
+
+@app.command()
+def audit(
+    product: Annotated[str, typer.Argument(help="A product, DOMAIN/PRODUCT")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines")] = False,
+) -> None:
+    """The audit trail of a product: its publishes, who read it, denied reads."""
+    import json
+
+    from dagmesh import audit_log
+
+    events = audit_log.query(config.mesh_home(), product)
+    if as_json:
+        for event in events:
+            print(json.dumps(event))
+        return
+    if not events:
+        console.print(f"no audit events for {product} in {config.mesh_home()}")
+        return
+    Console().print(audit_log.format_events(events))
 
 
 @app.command()
@@ -212,7 +313,7 @@ def prepare() -> None:
         try:
             manifest = domain.dbt.prepare()
         except DbtProjectError as error:
-            console.print(f"[red]✗[/] {name}: {error}")
+            console.print(f"[red]✗[/] {name}: {escape(str(error))}")
             failed = True
             continue
         console.print(f"[green]✓[/] {name}: {manifest}")

@@ -93,8 +93,13 @@ def _owner(spec, contract, mesh):
 
 
 def _description(spec, contract, mesh):
-    if not spec.description.strip():
-        yield "has no description", "describe what the product is (dbt: the model's description)"
+    written = contract.description.purpose if contract else None
+    if not (spec.description.strip() or (written or "").strip()):
+        yield (
+            "has no description",
+            "describe what the product is (dbt: the model's description, or "
+            "description.purpose in its contract)",
+        )
 
 
 def _contract(spec, contract, mesh):

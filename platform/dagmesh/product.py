@@ -247,7 +247,7 @@ class Domain:
         """
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            from dagmesh.governance.policies import GLOBAL_POLICIES
+            from dagmesh.governance import GLOBAL_POLICIES
 
             name = fn.__name__
             if name in GLOBAL_POLICIES:

@@ -16,9 +16,10 @@ from pathlib import Path
 import yaml
 
 from dagmesh import config
+from dagmesh.contracts.generate import sync
 from dagmesh.dbt.project import DomainDbtProject
 from dagmesh.product import check_identifier
-from dagmesh.registry import workspace_locations
+from dagmesh.registry import load_domain, workspace_locations
 
 
 class ScaffoldError(ValueError):
@@ -118,7 +119,9 @@ def new_dbt_domain(
         file.parent.mkdir(parents=True, exist_ok=True)
         file.write_text(text)
     _add_workspace_entry(root / config.WORKSPACE_FILE, name)
-    return NewDomain(name, [*files, root / config.WORKSPACE_FILE], products, tests)
+    domain = load_domain(workspace_locations()[name])
+    contracts = sync(domain)
+    return NewDomain(name, [*files, root / config.WORKSPACE_FILE, *contracts], products, tests)
 
 
 def _add_workspace_entry(workspace: Path, name: str) -> None:

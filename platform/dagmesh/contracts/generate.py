@@ -104,13 +104,15 @@ def generated_facts(spec: ProductSpec) -> dict[str, Any]:
         "name": spec.name,
         "domain": spec.domain,
         "dataProduct": spec.name,
-        "description": {"purpose": spec.description},
+        # A dbt seed often has no description: then the contract is where the
+        # owner writes it, and it is kept.
+        "description": {"purpose": spec.description} if spec.description else {},
         "team": [{"name": spec.owner, "role": "owner"}],
         "schema": [
             {
                 "name": spec.name,
                 "physicalType": "table",
-                "description": spec.description,
+                "description": spec.description or None,
                 "properties": [_property(spec, c) for c in spec.columns],
             }
         ],
@@ -151,7 +153,9 @@ def merge(existing: dict[str, Any] | None, spec: ProductSpec) -> dict[str, Any]:
     old_table = (old.get("schema") or [{}])[0]
     old_props = {p.get("name"): p for p in old_table.get("properties", []) if isinstance(p, dict)}
     table = {**{k: v for k, v in old_table.items() if k != "properties"}}
-    table.update({k: v for k, v in facts["schema"][0].items() if k != "properties"})
+    table.update(
+        {k: v for k, v in facts["schema"][0].items() if k != "properties" and v is not None}
+    )
     table["properties"] = [
         {
             **prop,
@@ -183,7 +187,8 @@ def drift(existing: dict[str, Any], spec: ProductSpec) -> list[str]:
             differences.append(
                 f"{key} is {existing.get(key)!r}, the declaration says {expected[key]!r}"
             )
-    if (existing.get("description") or {}).get("purpose") != spec.description:
+    purpose = (existing.get("description") or {}).get("purpose")
+    if spec.description and purpose != spec.description:
         differences.append("description.purpose differs from the declaration's description")
     old_props = {
         p.get("name"): p for p in ((existing.get("schema") or [{}])[0].get("properties") or [])

@@ -58,8 +58,8 @@ def dbt_domain_assets(
     )
     contract_checks = [
         check
-        for name, contract in contracts.items()
-        for check in check_specs(dg.AssetKey([domain.name, name]), {}, contract)
+        for name in project.product_nodes()
+        for check in check_specs(dg.AssetKey([domain.name, name]), {}, contracts.get(name))
     ]
     del manifest  # prepared above; the specs read the parsed copy
 
