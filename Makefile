@@ -18,9 +18,12 @@ setup: $(BIN)/.installed
 run: setup
 	$(BIN)/dagmesh dev
 
+# Code style, then the mesh's governance policies, contracts in step with
+# their declarations, and no breaking change against published contracts.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/dagmesh lint
 
 # pytest exits non-zero when no test ran (exit code 5), and make stops on it.
 test: lint

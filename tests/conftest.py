@@ -12,6 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = 5_000
+# Only for the test mesh: the keyed hash of joinable PII columns needs a secret.
+TEST_PII_KEY = "pytest-only-pii-key"
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +23,13 @@ def mesh_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from source_systems.generator import generate
 
     home = tmp_path_factory.mktemp("dagmesh_home")
-    saved = {k: os.environ.get(k) for k in ("DAGMESH_HOME", "DAGSTER_HOME", "DAGMESH_PROJECT")}
+    names = ("DAGMESH_HOME", "DAGSTER_HOME", "DAGMESH_PROJECT", "DAGMESH_PII_KEY")
+    saved = {k: os.environ.get(k) for k in names}
     os.environ.update(
-        DAGMESH_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), DAGMESH_PROJECT=str(REPO)
+        DAGMESH_HOME=str(home),
+        DAGSTER_HOME=str(home / "dagster"),
+        DAGMESH_PROJECT=str(REPO),
+        DAGMESH_PII_KEY=TEST_PII_KEY,
     )
     ensure_dagster_home()
     generate(home / "landing", scale=SCALE, seed=7)

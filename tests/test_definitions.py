@@ -102,3 +102,34 @@ def test_an_unsafe_name_is_rejected():
             columns=[Column("a", "INTEGER", "A.")],
             sql="SELECT 1 AS a",
         )
+
+
+def test_contracts_give_checks_freshness_and_metadata(workspace_graph):
+    _, graph = workspace_graph
+    blocking = {
+        ("sales", "orders"): {"status_valid_values", "row_count"},
+        ("sales", "daily_revenue"): {"net_is_gross_minus_cancelled"},
+        ("finance", "refunds"): {"amount_positive", "reason_valid_values"},
+        ("finance", "delay_costs"): {"row_count"},  # a dbt model: the contract's rules too
+    }
+    for path, names in blocking.items():
+        node = graph.get(AssetKey(list(path)))
+        checks = {c.asset_check.name: c.asset_check for c in graph.get_checks_for_asset(node.key)}
+        assert names <= set(checks), (path, set(checks))
+        assert all(checks[n].blocking for n in names)
+        assert node.metadata["dagmesh/contract_version"].value == "1.0.0"
+    shipments = graph.get_checks_for_asset(AssetKey(["shipping", "shipments"]))
+    warning = next(c.asset_check for c in shipments if c.asset_check.name == "carrier_null_check")
+    assert not warning.blocking
+    for path, days in {("sales", "orders"): 1, ("finance", "weekly_delay_impact"): 7}.items():
+        policy = graph.get(AssetKey(list(path))).freshness_policy
+        assert policy.fail_window.to_timedelta().days == days
+
+
+def test_every_domain_has_alert_sensors(workspace_graph):
+    with DagsterInstance.get() as instance, workspace_context(instance) as context:
+        request = context.create_request_context()
+        for name, entry in request.get_code_location_entries().items():
+            repo = next(iter(entry.code_location.get_repositories().values()))
+            sensors = {s.name for s in repo.get_sensors()}
+            assert {f"{name}_run_failure_alerts", f"{name}_freshness_alerts"} <= sensors

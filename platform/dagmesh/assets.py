@@ -161,7 +161,7 @@ def product_asset(product: Product, contract: Contract | None = None) -> dg.Asse
         context: dg.AssetExecutionContext, mesh: MeshStorage
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         try:
-            result = build_product(product, mesh, context.run_id, context.log, contract)
+            result = build_product(product, mesh, context.run.run_id, context.log, contract)
         except (SourceFileError, UpstreamNotPublishedError, AccessDeniedError) as error:
             # A clear message for the run's failure, not a stack trace wrapper.
             raise dg.Failure(description=str(error)) from error
@@ -183,7 +183,7 @@ def product_asset(product: Product, contract: Contract | None = None) -> dg.Asse
                 f"{product.ref} was not published; the last good version stays in place.\n"
                 f"{result.failure_message}"
             )
-            alert_blocked(product.ref, message, context.run_id)
+            alert_blocked(product.ref, message, context.run.run_id)
             raise dg.Failure(
                 description=message,
                 metadata={"skipped_checks": sorted({s.name for s in specs} - ran)},

@@ -257,7 +257,7 @@ def run_dbt_products(
         for name, node in project.product_nodes().items()
     }
     selected = {uid_of[key] for key in context.selected_asset_keys if key in uid_of}
-    pinned, ports = pin_inputs(project, mesh, selected, context.run_id)
+    pinned, ports = pin_inputs(project, mesh, selected, context.run.run_id)
     database = project.database_path(home)
     database.parent.mkdir(parents=True, exist_ok=True)
 
@@ -284,7 +284,7 @@ def run_dbt_products(
             started = time.perf_counter()
             spec = dbt_spec(domain, node, build.manifest)
             staged = _publish(
-                con, mesh, key, spec, contracts.get(node["name"]), node, context.run_id, inputs
+                con, mesh, key, spec, contracts.get(node["name"]), node, context.run.run_id, inputs
             )
             checks += staged.checks
             if staged.metadata is None:
@@ -319,7 +319,7 @@ def run_dbt_products(
             + "\n".join(lines or ["- dbt failed"])
         )
         for product in sorted({p.product for p in problems}):
-            alert_blocked(product, message, context.run_id)
+            alert_blocked(product, message, context.run.run_id)
         raise dg.Failure(description=message)
 
 
