@@ -244,3 +244,23 @@ def test_a_project_that_does_not_compile_names_the_file_and_the_rest_still_runs(
     assert "models/marts/broken.sql" in _flat(refused)
     assert not (project.root / "domains" / "tarts").exists()
     assert (project.root / "workspace.yaml").read_text() == workspace
+
+
+def test_a_failing_contract_rule_blocks_a_dbt_product(project: Project, adopted):
+    contract_file = project.root / "domains" / "bakery" / "contracts" / "waste.odcs.yaml"
+    good = contract_file.read_text()
+    before = project.port("bakery", "waste").resolve()
+    contract = yaml.safe_load(good)
+    contract["schema"][0]["quality"] = [
+        {"rule": "rowCount", "mustBeLessThan": 3, "description": "At most two rows."}
+    ]
+    contract_file.write_text(yaml.safe_dump(contract, sort_keys=False))
+    try:
+        result = project.run("materialize", "bakery/waste")
+    finally:
+        contract_file.write_text(good)
+    output = _flat(result)
+    assert result.returncode == 1, output[-3000:]
+    assert "bakery/waste: table violates rowCount (row_count): measured 5, expected " in output
+    assert "mustBeLessThan 3.0" in output
+    assert project.port("bakery", "waste").resolve() == before

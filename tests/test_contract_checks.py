@@ -143,3 +143,26 @@ def test_a_rule_without_a_bound_is_not_run_and_lint_says_why():
     assert rule_problems(None, rule) == ["a sql rule needs a bound (mustBe, mustBeLessThan...)"]
     contract = _contract(table_rules=[rule.model_dump(exclude_none=True)])
     assert quality_checks(contract) == {}
+
+
+def test_the_retention_sla_removes_expired_versions_but_never_the_current(tmp_path: Path):
+    import os
+    import time
+
+    contract = _contract()
+    contract.slaProperties = [{"property": "retention", "value": 1, "unit": "d"}]
+    contract = Contract.model_validate(contract.model_dump(by_alias=True))
+    mesh = MeshStorage(home=str(tmp_path))
+    port = mesh.port("shop", "customers")
+    first = build_product(_product(GOOD), mesh, "run-1", contract=contract)
+    second = build_product(_product(GOOD), mesh, "run-2", contract=contract)
+    assert [v.version for v in port.versions()] == [first.version, second.version]
+    two_days_ago = time.time() - 2 * 86400
+    for version in port.versions():
+        os.utime(version.path / "version.json", (two_days_ago, two_days_ago))
+    third = build_product(_product(GOOD), mesh, "run-3", contract=contract)
+    assert [v.version for v in port.versions()] == [third.version]
+    # Even expired, the current version stays when nothing newer was published.
+    os.utime(port.require_current().path / "version.json", (two_days_ago, two_days_ago))
+    port.prune(5, contract.retention)
+    assert port.require_current().version == third.version

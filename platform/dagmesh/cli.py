@@ -296,7 +296,8 @@ def audit(
     if not events:
         console.print(f"no audit events for {product} in {config.mesh_home()}")
         return
-    Console().print(audit_log.format_events(events))
+    # Piped output gets the whole table instead of rich's 80-column default.
+    Console(width=None if sys.stdout.isatty() else 220).print(audit_log.format_events(events))
 
 
 @app.command()

@@ -38,7 +38,8 @@ def publish_staged(
     ``spec``'s port; returns the version id.
 
     With PII columns, the raw file becomes ``raw.parquet`` (owner only) and
-    ``data.parquet`` is rewritten masked (hashed with ``key``).
+    ``data.parquet`` is rewritten masked (hashed with ``key``). Versions
+    older than the contract's retention SLA are deleted (never the current).
     """
     masked: dict[str, str] = {}
     if spec.masking:
@@ -55,7 +56,8 @@ def publish_staged(
         "masked_columns": masked,
         "contract_version": contract.version if contract else None,
     }
-    version = port.publish(staging, run_id, record, keep=keep)
+    retention = contract.retention if contract else None
+    version = port.publish(staging, run_id, record, keep=keep, max_age=retention)
     audit_log.record_publish(
         port.domain_dir.parent.parent,
         run_id=run_id,

@@ -27,6 +27,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +144,19 @@ class OutputPort:
         staging.mkdir()
         return staging
 
-    def publish(self, staging: Path, run_id: str, record: dict[str, Any], keep: int) -> str:
+    def publish(
+        self,
+        staging: Path,
+        run_id: str,
+        record: dict[str, Any],
+        keep: int,
+        max_age: timedelta | None = None,
+    ) -> str:
         """Atomically make ``staging`` (holding data.parquet) the current version.
 
         Writes the version record, renames the folder into ``versions/``,
-        swaps the ``current`` symlink and keeps the newest ``keep`` versions.
+        swaps the ``current`` symlink and keeps the newest ``keep`` versions
+        (those younger than ``max_age``, the retention SLA, when given).
         Returns the new version id.
         """
         if not (staging / DATA_FILE).is_file():
@@ -166,15 +175,23 @@ class OutputPort:
         os.symlink(Path("versions") / version, tmp_link)
         os.replace(tmp_link, self.current_link)
         _fsync_dir(self.root)
-        self.prune(keep)
+        self.prune(keep, max_age)
         return version
 
-    def prune(self, keep: int) -> list[str]:
-        """Delete all but the newest ``keep`` versions (never the current one)."""
+    def prune(self, keep: int, max_age: timedelta | None = None) -> list[str]:
+        """Delete all but the newest ``keep`` versions, and those published
+        longer than ``max_age`` ago; never the current one."""
         keep = max(keep, 1)
         current = self.current()
+        versions = self.versions()
+        expired = versions[:-keep]
+        if max_age is not None:
+            oldest = time.time() - max_age.total_seconds()
+            expired += [
+                v for v in versions[-keep:] if (v.path / VERSION_FILE).stat().st_mtime < oldest
+            ]
         removed = []
-        for old in self.versions()[:-keep]:
+        for old in expired:
             if current and old.path == current.path:
                 continue
             shutil.rmtree(old.path, ignore_errors=True)
