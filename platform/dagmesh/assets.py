@@ -8,7 +8,7 @@ import dagster as dg
 
 from dagmesh.access import AccessDeniedError, UpstreamNotPublishedError
 from dagmesh.alerts import Alert, send_alert
-from dagmesh.audit import audit_checks
+from dagmesh.audit import AuditOutcome, audit_checks
 from dagmesh.build import BuildResult, build_product
 from dagmesh.contracts.checks import quality_checks
 from dagmesh.contracts.model import Contract
@@ -128,6 +128,19 @@ def check_specs(
     return specs
 
 
+def check_result(key: dg.AssetKey, outcome: AuditOutcome) -> dg.AssetCheckResult:
+    """An audit outcome as the Dagster check result of ``key`` (WARN when
+    the rule does not block publication)."""
+    return dg.AssetCheckResult(
+        check_name=outcome.check,
+        asset_key=key,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.ERROR if outcome.blocking else dg.AssetCheckSeverity.WARN,
+        description="; ".join(outcome.violations) or outcome.description,
+        metadata=outcome.metadata,
+    )
+
+
 def alert_blocked(ref: str, message: str, run_id: str) -> None:
     """Send the alert of a publication stopped by a blocking check."""
     send_alert(Alert("check_failure", ref, message, {"run_id": run_id}))
@@ -165,17 +178,7 @@ def product_asset(product: Product, contract: Contract | None = None) -> dg.Asse
         except (SourceFileError, UpstreamNotPublishedError, AccessDeniedError) as error:
             # A clear message for the run's failure, not a stack trace wrapper.
             raise dg.Failure(description=str(error)) from error
-        checks = [
-            dg.AssetCheckResult(
-                check_name=o.check,
-                asset_key=key,
-                passed=o.passed,
-                severity=dg.AssetCheckSeverity.ERROR if o.blocking else dg.AssetCheckSeverity.WARN,
-                description="; ".join(o.violations) or o.description,
-                metadata=o.metadata,
-            )
-            for o in result.outcomes
-        ]
+        checks = [check_result(key, o) for o in result.outcomes]
         ran = {o.check for o in result.outcomes}
         if not result.published:
             yield from checks

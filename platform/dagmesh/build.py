@@ -181,17 +181,7 @@ def build_product(
             "quarantined": result.quarantined,
             "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        result.version = publish_staged(
-            con,
-            port,
-            staging,
-            run_id,
-            record,
-            spec,
-            contract,
-            mesh.keep_versions,
-            mesh.masking_key(),
-        )
+        result.version = publish_staged(con, mesh, staging, run_id, record, spec, contract)
         current = port.require_current()
         result.port_file = str(port.current_link / DATA_FILE)
         result.preview = preview_rows(con, current.owner_file, spec.personal)

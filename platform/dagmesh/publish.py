@@ -13,8 +13,9 @@ import yaml
 from dagmesh import audit_log
 from dagmesh.contracts.model import Contract
 from dagmesh.masking import write_masked
+from dagmesh.resources import MeshStorage
 from dagmesh.spec import ProductSpec
-from dagmesh.storage import CONTRACT_FILE, DATA_FILE, RAW_FILE, OutputPort
+from dagmesh.storage import CONTRACT_FILE, DATA_FILE, RAW_FILE
 
 
 def contract_text(contract: Contract) -> str:
@@ -25,27 +26,27 @@ def contract_text(contract: Contract) -> str:
 
 def publish_staged(
     con: duckdb.DuckDBPyConnection,
-    port: OutputPort,
+    mesh: MeshStorage,
     staging: Path,
     run_id: str,
     record: dict[str, Any],
     spec: ProductSpec,
     contract: Contract | None,
-    keep: int,
-    key: bytes | None,
 ) -> str:
     """Publish ``staging/data.parquet`` (raw, audited) as the new version of
     ``spec``'s port; returns the version id.
 
     With PII columns, the raw file becomes ``raw.parquet`` (owner only) and
-    ``data.parquet`` is rewritten masked (hashed with ``key``). Versions
+    ``data.parquet`` is rewritten masked (hashed with the mesh's key). Versions
     older than the contract's retention SLA are deleted (never the current).
     """
+    port = mesh.port(spec.domain, spec.name)
     masked: dict[str, str] = {}
     if spec.masking:
         raw = staging / RAW_FILE
         (staging / DATA_FILE).rename(raw)
         types = record.get("columns") or {c.name: c.type for c in spec.columns}
+        key = mesh.masking_key()
         masked = write_masked(con, raw, staging / DATA_FILE, list(types.items()), spec.masking, key)
     if contract is not None:
         (staging / CONTRACT_FILE).write_text(contract_text(contract))
@@ -57,9 +58,9 @@ def publish_staged(
         "contract_version": contract.version if contract else None,
     }
     retention = contract.retention if contract else None
-    version = port.publish(staging, run_id, record, keep=keep, max_age=retention)
+    version = port.publish(staging, run_id, record, keep=mesh.keep_versions, max_age=retention)
     audit_log.record_publish(
-        port.domain_dir.parent.parent,
+        mesh.home_path,
         run_id=run_id,
         product=port.ref,
         version=version,

@@ -35,7 +35,7 @@ from dbt import version as dbt_version
 from packaging import version
 
 from dagmesh.access import AccessDeniedError, UpstreamNotPublishedError, read_port
-from dagmesh.assets import alert_blocked, preview_table
+from dagmesh.assets import alert_blocked, check_result, preview_table
 from dagmesh.audit import masked_select
 from dagmesh.build import preview_rows
 from dagmesh.contracts.checks import run_quality_rules
@@ -358,17 +358,7 @@ def _publish(
         rows = con.execute(f"SELECT count(*) FROM {data}").fetchall()[0][0]
         columns = [name for name, *_ in described]
         outcomes = run_quality_rules(con, spec.ref, contract, data, rows, columns, spec.personal)
-        checks = [
-            dg.AssetCheckResult(
-                check_name=o.check,
-                asset_key=key,
-                passed=o.passed,
-                severity=dg.AssetCheckSeverity.ERROR if o.blocking else dg.AssetCheckSeverity.WARN,
-                description="; ".join(o.violations) or o.description,
-                metadata=o.metadata,
-            )
-            for o in outcomes
-        ]
+        checks = [check_result(key, o) for o in outcomes]
         blocking = [v for o in outcomes if o.blocking and not o.passed for v in o.violations]
         if blocking:
             return Staged(checks, blocking)
@@ -379,17 +369,7 @@ def _publish(
             "dbt": {"package": node["package_name"], "unique_id": node["unique_id"]},
             "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        version = publish_staged(
-            con,
-            port,
-            staging,
-            run_id,
-            record,
-            spec,
-            contract,
-            mesh.keep_versions,
-            mesh.masking_key(),
-        )
+        version = publish_staged(con, mesh, staging, run_id, record, spec, contract)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     declared = node.get("columns", {})
