@@ -109,6 +109,8 @@ def test_dbt_materializations_report_rows_columns_and_checks(materialized, mesh_
             assert Path(data).resolve().parent.name == metadata["dagmesh/version"].value
             statuses = check_statuses(instance, key)
             assert statuses and set(statuses.values()) == {"SUCCEEDED"}, (ref, statuses)
+            # The platform's checks ran on the staged model too: schema and contract rules.
+            assert {"schema", "row_count"} <= set(statuses), (ref, statuses)
 
 
 def test_dbt_reads_the_pinned_published_port_never_working_tables(materialized, mesh_home):

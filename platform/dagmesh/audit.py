@@ -43,25 +43,33 @@ def normalize_type(type_name: str) -> str:
 
 def check_schema(product: Product, columns: list[str], types: list[str]) -> AuditOutcome:
     """The computed result has every declared column with the declared type."""
+    return check_columns(product.ref, [(c.name, c.type) for c in product.columns], columns, types)
+
+
+def check_columns(
+    ref: str, declared: list[tuple[str, str]], columns: list[str], types: list[str]
+) -> AuditOutcome:
+    """Every ``declared`` (name, type) is among the result's ``columns`` with
+    that type (DuckDB's spelling of both compared)."""
     found = dict(zip(columns, types, strict=True))
     violations = []
-    for column in product.columns:
-        if column.name not in found:
+    for name, type_name in declared:
+        if name not in found:
             violations.append(
-                f"{product.ref}: column {column.name!r} violates schema: missing from the result "
+                f"{ref}: column {name!r} violates schema: missing from the result "
                 f"(result columns: {columns})"
             )
-        elif normalize_type(found[column.name]) != normalize_type(column.type):
+        elif normalize_type(found[name]) != normalize_type(type_name):
             violations.append(
-                f"{product.ref}: column {column.name!r} violates schema: type is "
-                f"{found[column.name]}, the product declares {column.type}"
+                f"{ref}: column {name!r} violates schema: type is "
+                f"{found[name]}, the product declares {type_name}"
             )
     return AuditOutcome(
         "schema",
         not violations,
         "declared columns present with declared types",
         violations,
-        {"columns_checked": len(product.columns)},
+        {"columns_checked": len(declared)},
     )
 
 

@@ -23,18 +23,22 @@ from dagster_dbt.asset_utils import (
 from dagmesh import config
 from dagmesh.assets import check_specs
 from dagmesh.contracts.model import Contract
-from dagmesh.dbt.run import pool_name, run_dbt_products
+from dagmesh.dbt.run import pool_name, run_dbt_products, typed_columns
 from dagmesh.dbt.translator import MeshDbtTranslator
 from dagmesh.product import Domain
 from dagmesh.resources import MeshStorage
+from dagmesh.spec import dbt_spec
+
+SCHEMA_CHECK = "The columns the yml declares (data_type) are built with those types."
 
 
 def dbt_domain_assets(
     domain: Domain, contracts: Mapping[str, Contract | None]
 ) -> dg.AssetsDefinition:
     """Every model, seed and snapshot of the domain's dbt project as a
-    product, its dbt tests and its contract's quality rules as asset checks
-    (``error`` severity blocks publication).
+    product, its dbt tests, a schema check of its typed columns and its
+    contract's quality rules as asset checks (``error`` severity blocks
+    publication).
 
     The manifest is the prepared one; it is parsed again only when a file of
     the project is newer (an edit during development).
@@ -56,10 +60,18 @@ def dbt_domain_assets(
         io_manager_key=None,
         project=dbt_project,
     )
+    specs_by_name = {
+        name: dbt_spec(domain, node, project.manifest)
+        for name, node in project.product_nodes().items()
+    }
     contract_checks = [
         check
-        for name in project.product_nodes()
-        for check in check_specs(dg.AssetKey([domain.name, name]), {}, contracts.get(name))
+        for name, spec in specs_by_name.items()
+        for check in check_specs(
+            dg.AssetKey([domain.name, name]),
+            {"schema": SCHEMA_CHECK} if typed_columns(spec) else {},
+            contracts.get(name),
+        )
     ]
     del manifest  # prepared above; the specs read the parsed copy
 

@@ -36,7 +36,7 @@ from packaging import version
 
 from dagmesh.access import AccessDeniedError, UpstreamNotPublishedError, read_port
 from dagmesh.assets import alert_blocked, check_result, preview_table
-from dagmesh.audit import masked_select
+from dagmesh.audit import check_columns, masked_select
 from dagmesh.build import preview_rows
 from dagmesh.contracts.checks import run_quality_rules
 from dagmesh.contracts.model import Contract
@@ -323,6 +323,11 @@ def run_dbt_products(
         raise dg.Failure(description=message)
 
 
+def typed_columns(spec: ProductSpec) -> list[tuple[str, str]]:
+    """The (name, type) of the columns whose yml states a ``data_type``."""
+    return [(c.name, c.type) for c in spec.columns if c.type]
+
+
 @dataclass
 class Staged:
     """A built model after its contract audit: published (``metadata``) or not."""
@@ -357,7 +362,12 @@ def _publish(
         described = con.sql(f"DESCRIBE SELECT * FROM {data}").fetchall()
         rows = con.execute(f"SELECT count(*) FROM {data}").fetchall()[0][0]
         columns = [name for name, *_ in described]
-        outcomes = run_quality_rules(con, spec.ref, contract, data, rows, columns, spec.personal)
+        outcomes = []
+        if declared := typed_columns(spec):
+            # Models without an enforced dbt contract get the same check as Python products.
+            types = [str(kind) for _, kind, *_ in described]
+            outcomes.append(check_columns(spec.ref, declared, columns, types))
+        outcomes += run_quality_rules(con, spec.ref, contract, data, rows, columns, spec.personal)
         checks = [check_result(key, o) for o in outcomes]
         blocking = [v for o in outcomes if o.blocking and not o.passed for v in o.violations]
         if blocking:
