@@ -126,7 +126,10 @@ def test_the_audit_trail_records_publishes_and_cross_domain_reads(materialized, 
     # Python (customers, shipping) and dbt (marketing) consumers are all recorded.
     assert {"customers/customer_360", "shipping/shipping_delays"} <= readers
     assert any(r.startswith("marketing/") for r in readers)
-    assert all(e["version"] == current for e in events if e["event"] == "read")
+    # Every read names a version that was published (other tests publish more).
+    assert {e["version"] for e in events if e["event"] == "read"} <= {
+        e["version"] for e in publishes
+    }
     table = subprocess.run(
         [dagmesh, "audit", "sales/orders"], env=env, capture_output=True, text=True
     )
