@@ -82,16 +82,16 @@ def test_lint_reports_one_line_per_violation_and_fails(mesh_copy: Path, tmp_path
     )
 
 
-def test_a_violation_stops_the_code_location_from_loading(mesh_copy: Path, tmp_path: Path):
-    env = {**os.environ, "DAGMESH_PROJECT": str(mesh_copy), "DAGMESH_HOME": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-c", "import gov.beta.definitions"],
-        cwd=mesh_copy,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+def _python(root: Path, home: Path, code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` as a code server would import the fixture's locations."""
+    env = {**os.environ, "DAGMESH_PROJECT": str(root), "DAGMESH_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300
     )
+
+
+def test_a_violation_stops_the_code_location_from_loading(mesh_copy: Path, tmp_path: Path):
+    result = _python(mesh_copy, tmp_path, "import gov.beta.definitions")
     assert result.returncode == 1
     assert "GovernanceError: domain beta violates 2 governance policies" in result.stderr
     assert "- " + EXPECTED["access"] in result.stderr
@@ -105,15 +105,8 @@ def test_a_compliant_domain_loads(mesh_copy: Path, tmp_path: Path):
         text = path.read_text().replace('consumes=["alpha/secret"]', 'consumes=["alpha/good"]')
         text = text.replace("FROM secret", "FROM good").replace('"gamma/loop_c"', '"alpha/good"')
         path.write_text(text.replace("FROM loop_c", "FROM good"))
-    env = {**os.environ, "DAGMESH_PROJECT": str(mesh_copy), "DAGMESH_HOME": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-c", "import gov.beta.definitions as d; print(len(d.defs.assets))"],
-        cwd=mesh_copy,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    code = "import gov.beta.definitions as d; print(len(d.defs.assets))"
+    result = _python(mesh_copy, tmp_path, code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "3"
 

@@ -17,12 +17,13 @@ import dagster as dg
 import duckdb
 import pytest
 
-from dagmesh import Column, Domain, audit_log, pii
+from dagmesh import Column, Domain, audit_log
 from dagmesh.access import AccessDeniedError
 from dagmesh.assets import product_asset
 from dagmesh.build import build_product
 from dagmesh.resources import MeshStorage
 from tests.conftest import REPO, TEST_PII_KEY
+from tests.test_contract_checks import BAD, _contract, _product
 
 PII_COLUMNS = {"crm/customers": ["full_name", "email", "phone", "street_address"]}
 
@@ -227,41 +228,10 @@ def webhook(monkeypatch):
 
 
 def test_a_blocked_publication_alerts_through_the_webhook(tmp_path: Path, webhook, caplog):
-    from dagmesh.contracts.model import Contract
-
-    shop = Domain("shop", owner="shop", description="A shop.")
-    product = shop.sql_product(
-        "customers",
-        description="Customers.",
-        columns=[
-            Column("id", "INTEGER", "Id.", classification="internal"),
-            pii("email", "VARCHAR", "Email."),
-            Column("tier", "VARCHAR", "gold or silver.", classification="internal"),
-        ],
-        sql="SELECT * FROM (VALUES (1, 'a@x.com', 'gold'), (2, 'b@x.com', 'bronze')) "
-        "t(id, email, tier)",
-    )
-    contract = Contract.model_validate(
-        {
-            "id": "shop.customers",
-            "domain": "shop",
-            "dataProduct": "customers",
-            "schema": [
-                {
-                    "name": "customers",
-                    "properties": [
-                        {
-                            "name": "tier",
-                            "quality": [{"rule": "validValues", "validValues": ["gold", "silver"]}],
-                        }
-                    ],
-                }
-            ],
-        }
-    )
+    contract = _contract(tier_rules=[{"rule": "validValues", "validValues": ["gold", "silver"]}])
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [product_asset(product, contract)],
+            [product_asset(_product(BAD), contract)],
             resources={"mesh": MeshStorage(home=str(tmp_path))},
             instance=instance,
             raise_on_error=False,
