@@ -3,8 +3,9 @@ product metadata Dagster users expect."""
 
 from __future__ import annotations
 
+import dagster as dg
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, DefaultSensorStatus
 
 from dagmesh import Column, Domain
 from dagmesh.registry import MeshError, load_mesh
@@ -131,5 +132,21 @@ def test_every_domain_has_alert_sensors(workspace_graph):
         request = context.create_request_context()
         for name, entry in request.get_code_location_entries().items():
             repo = next(iter(entry.code_location.get_repositories().values()))
-            sensors = {s.name for s in repo.get_sensors()}
-            assert {f"{name}_run_failure_alerts", f"{name}_freshness_alerts"} <= sensors
+            sensors = {s.name: s for s in repo.get_sensors()}
+            expected = {"run_failure_alerts", "freshness_alerts", "automation"}
+            assert {f"{name}_{kind}" for kind in expected} <= set(sensors)
+            automation = sensors[f"{name}_automation"]
+            assert automation.default_status == DefaultSensorStatus.RUNNING
+
+
+def test_products_declare_how_they_stay_up_to_date(workspace_graph):
+    _, graph = workspace_graph
+    conditions = {
+        "/".join(k.path): graph.get(k).automation_condition for k in graph.materializable_asset_keys
+    }
+    assert all(conditions.values()), [ref for ref, c in conditions.items() if c is None]
+    # A consumer in another code location than its upstream refreshes when it changes.
+    eager = dg.AutomationCondition.eager()
+    for ref in ("shipping/shipping_delays", "customers/customer_360", "finance/delay_costs"):
+        assert conditions[ref].get_label() == eager.get_label(), ref
+    assert "0 * * * *" in str(conditions["sales/orders"])

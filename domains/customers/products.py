@@ -1,6 +1,7 @@
 """Customer products: profiles (personal data) and the customer 360."""
 
 from dagmesh import Column, Domain, Landing, pii
+from dagmesh.automation import on_cron, when_upstream_changes
 
 customers = Domain(
     "customers", owner="customer-experience", description="Customer profiles and the 360 view."
@@ -9,6 +10,7 @@ customers = Domain(
 customers.sql_product(
     "customer_profiles",
     classification="internal",
+    refresh=on_cron("0 * * * *"),  # new landing files, hourly
     description="One row per customer from the CRM: contact details (personal data), "
     "country and signup time in UTC.",
     sources={
@@ -56,6 +58,7 @@ customers.sql_product(
 customers.sql_product(
     "customer_360",
     classification="internal",
+    refresh=when_upstream_changes(),
     description=(
         "Everything about a customer in one row: profile, orders and revenue (sales), "
         "delivery experience (shipping) and how they were acquired (marketing)."

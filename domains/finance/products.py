@@ -1,6 +1,7 @@
 """Finance products: refunds (here) and the cost of delivery delays (dbt)."""
 
 from dagmesh import Column, Domain, Landing
+from dagmesh.automation import on_cron
 
 # Refunds are ingested here; the cost of delays is built by the dbt project
 # dbt_projects/finance (delay_costs, weekly_delay_impact).
@@ -14,6 +15,7 @@ finance = Domain(
 finance.sql_product(
     "refunds",
     classification="internal",
+    refresh=on_cron("0 * * * *"),  # new landing files, hourly
     description="Refunds booked in the ledger, amounts normalised to EUR decimals.",
     sources={
         "ledger_refunds": Landing(

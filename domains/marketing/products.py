@@ -3,6 +3,7 @@
 import pandas as pd
 
 from dagmesh import Column, Domain, Landing, ProductContext, pii
+from dagmesh.automation import on_cron, when_upstream_changes
 
 # Leads are ingested here; attribution and audiences are built by the dbt
 # project dbt_projects/marketing; the reverse ETL below sends the audiences.
@@ -16,6 +17,7 @@ marketing = Domain(
 marketing.sql_product(
     "crm_leads",
     classification="internal",
+    refresh=on_cron("0 * * * *"),  # new landing files, hourly
     description=(
         "CRM leads with their acquisition channel: organic, lead_generation or both "
         "(the CRM's many spellings normalised)."
@@ -67,6 +69,7 @@ marketing.sql_product(
 
 @marketing.python_product(
     classification="internal",
+    refresh=when_upstream_changes(),
     description=(
         "Reverse ETL: each ad platform's audiences written as a CSV file into the marketing "
         "outbox (outbox/<platform>/<audience>.csv) for the platform's uploader; one row per "

@@ -1,6 +1,7 @@
 """Sales products: what customers ordered, and what it earned."""
 
 from dagmesh import Column, Domain, Landing
+from dagmesh.automation import on_cron, when_upstream_changes
 
 sales = Domain(
     "sales", owner="sales", description="The web shop's orders, order lines and revenue."
@@ -9,6 +10,7 @@ sales = Domain(
 sales.sql_product(
     "orders",
     classification="internal",
+    refresh=on_cron("0 * * * *"),  # new landing files, hourly
     description=(
         "One row per order with its current status. Built from the shop's order events: "
         "exact duplicates removed, the latest event (also when it arrives late) sets the "
@@ -79,6 +81,7 @@ sales.sql_product(
 sales.sql_product(
     "order_items",
     classification="internal",
+    refresh=on_cron("0 * * * *"),  # new landing files, hourly
     description="One row per order line, duplicates removed; lines with no price or a "
     "non-positive quantity are quarantined.",
     sources={
@@ -122,6 +125,7 @@ sales.sql_product(
 sales.sql_product(
     "daily_revenue",
     classification="internal",
+    refresh=when_upstream_changes(),
     description="Revenue per order day: gross (every order), cancelled, and net of cancellations.",
     consumes=["orders", "order_items"],
     columns=[

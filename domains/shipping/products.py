@@ -1,6 +1,7 @@
 """Shipping products: shipments, returns and delivery delays."""
 
 from dagmesh import Column, Domain, Landing
+from dagmesh.automation import on_cron, when_upstream_changes
 
 shipping = Domain(
     "shipping", owner="logistics", description="Shipments, returns and delivery delays."
@@ -24,6 +25,7 @@ RETURN_SHIPMENTS = Landing(
 shipping.sql_product(
     "shipments",
     classification="internal",
+    refresh=on_cron("0 * * * *"),  # new landing files, hourly
     description=(
         "One row per shipment. shipped_at is when we handed the parcel over, shipped_on the "
         "day the carrier scanned it; both are NULL for orders that were returned and "
@@ -69,6 +71,7 @@ shipping.sql_product(
 shipping.sql_product(
     "returns",
     classification="internal",
+    refresh=on_cron("0 * * * *"),  # new landing files, hourly
     description="Orders returned to the warehouse and reshipped, with the delivery of the "
     "reshipment.",
     sources={"return_shipments": RETURN_SHIPMENTS},
@@ -98,6 +101,7 @@ shipping.sql_product(
 shipping.sql_product(
     "shipping_delays",
     classification="internal",
+    refresh=when_upstream_changes(),
     description=(
         "Per shipped order: promised vs actual delivery, days late and the cause "
         "(on_time, warehouse, carrier, return_reship)."

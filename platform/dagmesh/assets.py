@@ -169,6 +169,7 @@ def product_asset(product: Product, contract: Contract | None = None) -> dg.Asse
         metadata=_definition_metadata(product, contract),
         check_specs=specs,
         freshness_policy=freshness_policy(contract),
+        automation_condition=product.automation,
     )
     def _product(
         context: dg.AssetExecutionContext, mesh: MeshStorage

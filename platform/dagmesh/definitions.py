@@ -9,6 +9,7 @@ import dagster as dg
 
 from dagmesh.alerts import freshness_alert_sensor, run_failure_alert_sensor
 from dagmesh.assets import product_asset
+from dagmesh.automation import automation_sensor
 from dagmesh.dbt.assets import dbt_domain_assets
 from dagmesh.governance import enforce_at_load
 from dagmesh.masking import PII_KEY_ENV
@@ -43,7 +44,7 @@ def domain_definitions(domain: Domain, executor: Executor = "in_process") -> dg.
         for name, contract in contracts.items()
         if contract is not None and contract.freshness is not None
     }
-    sensors = [run_failure_alert_sensor(domain.name)]
+    sensors = [run_failure_alert_sensor(domain.name), automation_sensor(domain.name)]
     if sla:
         sensors.append(freshness_alert_sensor(domain.name, sla))
     job = dg.define_asset_job(

@@ -136,6 +136,7 @@ class Product:
     access: Access = "public"
     consumers: list[str] = field(default_factory=list)
     classification: str | None = None
+    automation: Any = None
     tags: dict[str, str] = field(default_factory=dict)
     defined_at: tuple[str, int] | None = None
 
@@ -293,6 +294,7 @@ class Domain:
         access: Access = "public",
         consumers: Sequence[str] = (),
         classification: str | None = None,
+        refresh: Any = None,
         tags: Mapping[str, str] | None = None,
     ) -> Product:
         """Declare a product computed by one SQL query inside DuckDB.
@@ -300,7 +302,9 @@ class Domain:
         ``access`` is who may read it: ``public`` (every domain), ``internal``
         (this domain and the ``consumers`` domains) or ``private`` (this
         domain only). ``classification`` classifies every column that does
-        not say otherwise (``pii()`` columns are ``pii``).
+        not say otherwise (``pii()`` columns are ``pii``). ``refresh`` says
+        how it stays up to date: :func:`dagmesh.automation.when_upstream_changes`,
+        :func:`~dagmesh.automation.on_cron` or on demand (None).
         """
         return self._add(
             Product(
@@ -316,6 +320,7 @@ class Domain:
                 access=access,
                 consumers=list(consumers),
                 classification=classification,
+                automation=refresh,
                 tags=dict(tags or {}),
                 defined_at=_caller_location(),
             )
@@ -334,6 +339,7 @@ class Domain:
         access: Access = "public",
         consumers: Sequence[str] = (),
         classification: str | None = None,
+        refresh: Any = None,
         tags: Mapping[str, str] | None = None,
     ) -> Callable[[Callable[..., Any]], Product]:
         """Decorator: declare a product computed by a Python function.
@@ -359,6 +365,7 @@ class Domain:
                     access=access,
                     consumers=list(consumers),
                     classification=classification,
+                    automation=refresh,
                     tags=dict(tags or {}),
                     defined_at=(inspect.getsourcefile(fn) or "", fn.__code__.co_firstlineno),
                 )

@@ -10,6 +10,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
 
 from dagmesh.assets import contract_metadata, freshness_policy
+from dagmesh.automation import from_dbt_meta
 from dagmesh.contracts.model import Contract
 from dagmesh.dbt.project import PORTS_DATABASE
 
@@ -110,6 +111,13 @@ class MeshDbtTranslator(DagsterDbtTranslator):
                 return dg.AssetKey([props["source_name"], props["name"]])
             return dg.AssetKey([self.domain, props["source_name"], props["name"]])
         return dg.AssetKey([self.domain, props["name"]])
+
+    def get_automation_condition(
+        self, dbt_resource_props: Mapping[str, Any]
+    ) -> dg.AutomationCondition | None:
+        props = dbt_resource_props
+        meta = {**props.get("meta", {}), **props.get("config", {}).get("meta", {})}
+        return from_dbt_meta(meta)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return self.domain
