@@ -163,7 +163,7 @@ def materialize(
     raise typer.Exit(1)
 
 
-new_app = typer.Typer(help="Create domains.", no_args_is_help=True)
+new_app = typer.Typer(help="Create domains and products.", no_args_is_help=True)
 app.add_typer(new_app, name="new")
 
 
@@ -171,38 +171,79 @@ app.add_typer(new_app, name="new")
 def new_domain(
     name: Annotated[str, typer.Argument(help="The domain's name (a lower-case identifier)")],
     dbt_project: Annotated[
-        Path,
-        typer.Option(help="An existing dbt project (e.g. dbt_projects/NAME), adopted unmodified"),
-    ],
+        Path | None,
+        typer.Option(help="Adopt an existing dbt project (e.g. dbt_projects/NAME), unmodified"),
+    ] = None,
     owner: Annotated[
         str | None, typer.Option(help="Owner team; default: the dbt group's owner, else NAME")
     ] = None,
     description: Annotated[str | None, typer.Option(help="What the domain is about")] = None,
 ) -> None:
-    """Make an existing dbt project a domain: writes domains/NAME and its
-    workspace.yaml entry, nothing inside the dbt project."""
+    """Create a domain: domains/NAME (a first product, its contract and a
+    test) and its workspace.yaml entry; with --dbt-project, an existing dbt
+    project becomes the domain, and nothing inside it is written."""
     from dagmesh.dbt.project import DbtProjectError
-    from dagmesh.scaffold import ScaffoldError, new_dbt_domain
+    from dagmesh.scaffold import ScaffoldError, new_dbt_domain, new_python_domain
 
     try:
-        created = new_dbt_domain(name, dbt_project, owner=owner, description=description)
+        if dbt_project is None:
+            created = new_python_domain(name, owner=owner, description=description)
+        else:
+            created = new_dbt_domain(name, dbt_project, owner=owner, description=description)
     except (ScaffoldError, DbtProjectError) as error:
         console.print(f"[red]error:[/] {escape(str(error))}")
         raise typer.Exit(2) from None
-    root = config.project_root()
-    for file in created.files:
-        console.print(f"wrote {file.relative_to(root)}")
+    _print_written(created.files)
     console.print(
         f"[green]domain {name}[/]: {len(created.products)} products "
-        f"({', '.join(created.products)}), {created.tests} dbt tests as checks."
+        f"({', '.join(created.products)})"
+        + (f", {created.tests} dbt tests as checks." if dbt_project else ".")
     )
+    _report_policies(name)
+
+
+@new_app.command("product")
+def new_product(
+    domain: Annotated[str, typer.Argument(help="The domain that will own it")],
+    name: Annotated[str, typer.Argument(help="The product's name (a lower-case identifier)")],
+    sql: Annotated[bool, typer.Option("--sql", help="A SQL product (the default)")] = False,
+    python: Annotated[bool, typer.Option("--python", help="A Python product")] = False,
+    dbt: Annotated[bool, typer.Option("--dbt", help="A model of the domain's dbt project")] = False,
+    description: Annotated[str | None, typer.Option(help="What the product is")] = None,
+) -> None:
+    """Add a product and its contract to a domain (starter query to replace)."""
+    from dagmesh.dbt.project import DbtProjectError
+    from dagmesh.scaffold import ScaffoldError
+    from dagmesh.scaffold import new_product as scaffold_product
+
+    if sql + python + dbt > 1:
+        console.print("[red]error:[/] choose one of --sql, --python, --dbt")
+        raise typer.Exit(2)
+    kind = "python" if python else "dbt" if dbt else "sql"
+    try:
+        written = scaffold_product(domain, name, kind, description)
+    except (ScaffoldError, DbtProjectError) as error:
+        console.print(f"[red]error:[/] {escape(str(error))}")
+        raise typer.Exit(2) from None
+    _print_written(written)
+    console.print(f"[green]{domain}/{name}[/]: a {kind} product")
+    _report_policies(domain)
+
+
+def _print_written(files: list[Path]) -> None:
+    root = config.project_root()
+    for file in files:
+        console.print(f"wrote {file.relative_to(root) if file.is_relative_to(root) else file}")
+
+
+def _report_policies(domain: str) -> None:
     from dagmesh.governance import MeshView, policy_violations
     from dagmesh.registry import load_mesh
 
-    violations = policy_violations(MeshView.build(load_mesh()), [name])
+    violations = policy_violations(MeshView.build(load_mesh()), [domain])
     if violations:
         console.print(
-            f"[yellow]Before domain {name} loads, fix what the mesh's policies ask "
+            f"[yellow]Before domain {domain} loads, fix what the mesh's policies ask "
             f"({len(violations)}):[/]"
         )
         for violation in violations:

@@ -1,9 +1,15 @@
-"""Creating code locations: an existing dbt project becomes a domain.
+"""Scaffolding: new domains (Python, or an existing dbt project) and new products.
 
-``dagmesh new domain NAME --dbt-project PATH`` writes ``domains/NAME/`` (the
-code location) and one workspace.yaml entry, and nothing inside the dbt
-project. Everything is checked before anything is written, so a bad name or
-a project that does not compile changes nothing.
+- ``dagmesh new domain NAME`` writes ``domains/NAME/`` (the code location)
+  with a first product, its contract and a test, plus one workspace.yaml
+  entry; ``--dbt-project PATH`` adopts an existing dbt project instead and
+  writes nothing inside it.
+- ``dagmesh new product DOMAIN NAME --sql|--python|--dbt`` adds a product
+  (and its contract) to a domain.
+
+Everything is checked before anything is written, so a bad or taken name,
+or a project that does not compile, changes nothing. What is written passes
+``dagmesh lint``; its starter query is meant to be replaced.
 """
 
 from __future__ import annotations
@@ -132,3 +138,212 @@ def _add_workspace_entry(workspace: Path, name: str) -> None:
     if not text.endswith("\n"):
         text += "\n"
     workspace.write_text(text + WORKSPACE_ENTRY.format(name=name))
+
+
+PYTHON_DOMAIN_TEMPLATE = '''"""The {name} domain: {description}"""
+
+from dagmesh import Column, Domain
+from dagmesh.automation import on_cron
+
+{name} = Domain("{name}", owner="{owner}", description={description_literal})
+
+{name}.sql_product(
+    "calendar",
+    description="One row per day of this year and the next, with its ISO week: the "
+    "domain's first product, to join its dated facts on.",
+    classification="internal",
+    columns=[
+        Column("day", "DATE", "The calendar day.", nullable=False),
+        Column("iso_week", "INTEGER", "ISO 8601 week number.", nullable=False),
+        Column("is_weekend", "BOOLEAN", "Saturday or Sunday.", nullable=False),
+    ],
+    primary_key="day",
+    refresh=on_cron("0 0 1 1 *"),  # once a year
+    sql="""
+        SELECT
+            day::DATE AS day,
+            weekofyear(day)::INTEGER AS iso_week,
+            dayofweek(day) IN (0, 6) AS is_weekend
+        FROM range(
+            date_trunc('year', current_date),
+            date_trunc('year', current_date) + INTERVAL 2 YEAR,
+            INTERVAL 1 DAY
+        ) AS t(day)
+    """,
+)
+'''
+
+DOMAIN_TEST_TEMPLATE = '''"""The {name} domain's first product, built for real.
+
+Written by `dagmesh new domain`: extend it as the domain grows.
+"""
+
+from dagmesh.build import build_product
+from dagmesh.contracts.generate import effective_contract
+from dagmesh.resources import MeshStorage
+from dagmesh.spec import python_spec
+from domains.{name}.products import {name}
+
+
+def test_calendar_publishes_under_its_contract(tmp_path):
+    product = {name}.products["calendar"]
+    contract = effective_contract({name}, python_spec(product))
+    assert contract is not None and contract.freshness is not None
+    mesh = MeshStorage(home=str(tmp_path))
+    result = build_product(product, mesh, "test-run", contract=contract)
+    assert result.published, result.failure_message
+    assert result.rows >= 2 * 365
+'''
+
+SQL_PRODUCT_TEMPLATE = """
+
+{domain}.sql_product(
+    "{name}",
+    description={description},
+    classification="internal",
+    columns=[Column("id", "BIGINT", "Identifier.", nullable=False)],
+    primary_key="id",
+    # Starter query: replace it. Inputs named in consumes= and sources= are tables.
+    sql="SELECT range AS id FROM range(10)",
+)
+"""
+
+PYTHON_PRODUCT_TEMPLATE = '''
+
+@{domain}.python_product(
+    description={description},
+    classification="internal",
+    columns=[Column("id", "BIGINT", "Identifier.", nullable=False)],
+    primary_key="id",
+)
+def {name}(ctx):
+    """Starter computation: replace it. ``ctx.input(alias)`` and ``ctx.sql(...)``
+    read the inputs; return a DuckDB relation, a pandas DataFrame or an Arrow table."""
+    return ctx.sql("SELECT range AS id FROM range(10)")
+'''
+
+DBT_MODEL_TEMPLATE = """-- Starter model: replace it (other domains' products: sources in `ports`).
+select range::bigint as id from range(10)
+"""
+
+DBT_YML_TEMPLATE = """models:
+  - name: {name}
+    description: {description}
+    config:
+      access: public
+      meta: {{classification: internal, dagmesh: {{refresh: upstream}}}}
+    columns:
+      - name: id
+        description: Identifier.
+        data_type: bigint
+        data_tests: [not_null, unique]
+"""
+
+STARTER_SLA = [
+    {"property": "latency", "value": 1, "unit": "d", "description": "Published at least daily."}
+]
+STARTER_RULES = [
+    {"rule": "rowCount", "mustBeGreaterThan": 0, "description": "A version is never empty."}
+]
+
+
+def _new_name(name: str, what: str) -> str:
+    try:
+        return check_identifier(name, what)
+    except ValueError as error:
+        raise ScaffoldError(str(error)) from None
+
+
+def _starter_contract(domain, product: str) -> Path:
+    """Generate the product's contract and give it a starter SLA and rule."""
+    from dagmesh.contracts.generate import contract_path, dump, read_file
+
+    sync(domain)
+    path = contract_path(domain, product)
+    document = read_file(path)
+    document["slaProperties"] = STARTER_SLA
+    document["schema"][0]["quality"] = STARTER_RULES
+    path.write_text(dump(document, f"{domain.name}/{product}"))
+    return path
+
+
+def new_python_domain(
+    name: str, owner: str | None = None, description: str | None = None
+) -> NewDomain:
+    """Create the Python domain ``name``: its package with a first product
+    (``calendar``), that product's contract and a test, and its workspace
+    entry. Raises ScaffoldError, having written nothing, for a bad or taken name."""
+    root = config.project_root()
+    _new_name(name, "domain")
+    package = root / "domains" / name
+    if name in workspace_locations() or package.exists():
+        raise ScaffoldError(f"domain {name!r} already exists (workspace.yaml or {package})")
+    description = description or f"The {name} domain."
+    files = {
+        package / "__init__.py": "",
+        package / "products.py": PYTHON_DOMAIN_TEMPLATE.format(
+            name=name,
+            owner=owner or name,
+            description=description,
+            description_literal=json.dumps(description),
+        ),
+        package / "definitions.py": DEFINITIONS_TEMPLATE.format(name=name),
+        root / "tests" / f"test_domain_{name}.py": DOMAIN_TEST_TEMPLATE.format(name=name),
+    }
+    if not (root / "domains" / "__init__.py").exists():
+        files[root / "domains" / "__init__.py"] = ""
+    for file, text in files.items():
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(text)
+    _add_workspace_entry(root / config.WORKSPACE_FILE, name)
+    domain = load_domain(workspace_locations()[name])
+    contract = _starter_contract(domain, "calendar")
+    return NewDomain(name, [*files, root / config.WORKSPACE_FILE, contract], ["calendar"], 0)
+
+
+def new_product(
+    domain_name: str, name: str, kind: str, description: str | None = None
+) -> list[Path]:
+    """Add a ``kind`` (sql, python or dbt) product ``name`` to a domain, with
+    its contract; returns the files written. Raises ScaffoldError, having
+    written nothing, when the domain is unknown, the name bad or taken, or
+    ``dbt`` is asked of a domain without a dbt project."""
+    import importlib
+
+    locations = workspace_locations()
+    if domain_name not in locations:
+        raise ScaffoldError(f"no domain {domain_name!r} (domains: {sorted(locations)})")
+    _new_name(name, "product")
+    domain = load_domain(locations[domain_name])
+    if name in domain.product_names():
+        raise ScaffoldError(f"{domain_name}/{name} already exists")
+    description = description or f"The {name} product of the {domain_name} domain."
+    written: list[Path] = []
+    if kind == "dbt":
+        if domain.dbt is None:
+            raise ScaffoldError(f"domain {domain_name!r} has no dbt project: use --sql or --python")
+        models = domain.dbt.project_dir / "models"
+        sql_file, yml_file = models / f"{name}.sql", models / f"{name}.yml"
+        if sql_file.exists() or yml_file.exists():
+            raise ScaffoldError(f"{sql_file} or {yml_file} already exists")
+        sql_file.write_text(DBT_MODEL_TEMPLATE)
+        yml_file.write_text(DBT_YML_TEMPLATE.format(name=name, description=json.dumps(description)))
+        written += [sql_file, yml_file]
+        domain.dbt.prepare()
+        domain.dbt.__dict__.pop("manifest", None)  # read the new manifest
+    else:
+        template = SQL_PRODUCT_TEMPLATE if kind == "sql" else PYTHON_PRODUCT_TEMPLATE
+        module = importlib.import_module(f"{locations[domain_name].package}.products")
+        products_file = Path(module.__file__)
+        text = products_file.read_text()
+        if not re.search(r"^from dagmesh import .*\bColumn\b", text, flags=re.MULTILINE):
+            text = text.replace("from dagmesh import ", "from dagmesh import Column, ", 1)
+        products_file.write_text(
+            text
+            + template.format(domain=domain.name, name=name, description=json.dumps(description))
+        )
+        written.append(products_file)
+        importlib.reload(module)
+        domain = load_domain(locations[domain_name])
+    written.append(_starter_contract(domain, name))
+    return written
