@@ -320,6 +320,69 @@ def lint(
 
 
 @app.command()
+def catalog(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the catalog as JSON")] = False,
+    html_dir: Annotated[
+        Path | None, typer.Option("--html", help="Write a static catalog site into this folder")
+    ] = None,
+) -> None:
+    """Every product: domain, owner, description, access, contract version,
+    freshness, last update, check results, consumers; health per domain."""
+    import dagster as dg
+    from rich.table import Table
+
+    from dagmesh.catalog import build_catalog, domain_health, to_json, write_site
+    from dagmesh.governance import MeshView
+    from dagmesh.instance import ensure_dagster_home
+    from dagmesh.registry import load_mesh
+
+    ensure_dagster_home()
+    mesh = MeshView.build(load_mesh())
+    with dg.DagsterInstance.get() as instance:
+        entries = build_catalog(mesh, instance, config.mesh_home())
+    if as_json:
+        print(to_json(entries))
+    if html_dir is not None:
+        index = write_site(entries, mesh, html_dir)
+        console.print(f"wrote {index} ({len(entries)} product pages)")
+    if as_json or html_dir is not None:
+        return
+    table = Table(title="Data products")
+    for column in (
+        "product",
+        "owner",
+        "access",
+        "contract",
+        "freshness",
+        "last update",
+        "checks",
+        "consumers",
+    ):
+        table.add_column(column)
+    for e in entries:
+        failed = [n for n, r in e.checks.items() if r != "passed"]
+        checks = f"{len(e.checks) - len(failed)}/{len(e.checks)} passed"
+        table.add_row(
+            e.ref,
+            e.owner,
+            e.access,
+            e.contract_version or "-",
+            e.freshness,
+            e.last_update or "never",
+            checks if not failed else f"[red]{checks}[/]",
+            ", ".join(e.consumers) or "-",
+        )
+    out = Console(width=None if sys.stdout.isatty() else 220)
+    out.print(table)
+    for name, health in sorted(domain_health(entries).items()):
+        style = "green" if not health["unhealthy"] else "red"
+        out.print(
+            f"[{style}]{name}: {health['healthy']}/{health['products']} healthy[/]"
+            + (f" (not: {', '.join(health['unhealthy'])})" if health["unhealthy"] else "")
+        )
+
+
+@app.command()
 def audit(
     product: Annotated[str, typer.Argument(help="A product, DOMAIN/PRODUCT")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines")] = False,
