@@ -119,15 +119,20 @@ def new_dbt_domain(
         ),
         package / "definitions.py": DEFINITIONS_TEMPLATE.format(name=name),
     }
+    domain, written = _write_location(root, name, files)
+    return NewDomain(name, [*written, *sync(domain)], products, tests)
+
+
+def _write_location(root: Path, name: str, files: dict[Path, str]):
+    """Write a new location's ``files`` and workspace entry; returns its
+    Domain and every file written."""
     if not (root / "domains" / "__init__.py").exists():
         files[root / "domains" / "__init__.py"] = ""
     for file, text in files.items():
         file.parent.mkdir(parents=True, exist_ok=True)
         file.write_text(text)
     _add_workspace_entry(root / config.WORKSPACE_FILE, name)
-    domain = load_domain(workspace_locations()[name])
-    contracts = sync(domain)
-    return NewDomain(name, [*files, root / config.WORKSPACE_FILE, *contracts], products, tests)
+    return load_domain(workspace_locations()[name]), [*files, root / config.WORKSPACE_FILE]
 
 
 def _add_workspace_entry(workspace: Path, name: str) -> None:
@@ -290,15 +295,8 @@ def new_python_domain(
         package / "definitions.py": DEFINITIONS_TEMPLATE.format(name=name),
         root / "tests" / f"test_domain_{name}.py": DOMAIN_TEST_TEMPLATE.format(name=name),
     }
-    if not (root / "domains" / "__init__.py").exists():
-        files[root / "domains" / "__init__.py"] = ""
-    for file, text in files.items():
-        file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_text(text)
-    _add_workspace_entry(root / config.WORKSPACE_FILE, name)
-    domain = load_domain(workspace_locations()[name])
-    contract = _starter_contract(domain, "calendar")
-    return NewDomain(name, [*files, root / config.WORKSPACE_FILE, contract], ["calendar"], 0)
+    domain, written = _write_location(root, name, files)
+    return NewDomain(name, [*written, _starter_contract(domain, "calendar")], ["calendar"], 0)
 
 
 def new_product(
