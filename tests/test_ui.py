@@ -120,6 +120,30 @@ def test_the_global_lineage_shows_every_domain(ui, browser):
         assert f"{domain}\n{products}" in text, domain
     # Edges between the domain groups are drawn.
     assert page.locator("svg path").count() >= 10
+    # Opening each domain in the sidebar lists its products by name.
+    for domain in ("sales", "shipping", "marketing", "customers", "finance"):
+        page.get_by_text(domain, exact=True).first.click()
+        page.keyboard.press("ArrowRight")  # the sidebar is a tree: right opens the group
+        page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "global-lineage-open.png"), full_page=True)
+    labels = set(page.inner_text("body").splitlines())
+    assert {
+        "orders",
+        "order_items",
+        "daily_revenue",
+        "shipments",
+        "returns",
+        "shipping_delays",
+        "crm_leads",
+        "lead_attribution",
+        "ad_audiences",
+        "audience_exports",
+        "customer_profiles",
+        "customer_360",
+        "refunds",
+        "delay_costs",
+        "weekly_delay_impact",
+    } <= labels, sorted(labels)
 
 
 def test_a_consumer_lineage_crosses_domains(ui, browser):
