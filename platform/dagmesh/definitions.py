@@ -38,7 +38,8 @@ def domain_definitions(domain: Domain, executor: Executor = "in_process") -> dg.
     }
     assets = [product_asset(p, contracts[p.name]) for p in domain.products.values()]
     if domain.dbt is not None:
-        assets.append(dbt_domain_assets(domain, contracts))
+        specs = {s.name: s for s in mesh.specs.values() if s.domain == domain.name}
+        assets.append(dbt_domain_assets(domain, contracts, specs))
     sla = {
         dg.AssetKey([domain.name, name]): contract.freshness
         for name, contract in contracts.items()

@@ -17,14 +17,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dagmesh.access import describe_access
 from dagmesh.contracts.breaking import requires_major_bump
 from dagmesh.contracts.checks import rule_problems
 from dagmesh.contracts.generate import (
     ContractError,
     contract_path,
     drift,
-    effective_contract,
     merge,
+    parse,
     read_file,
 )
 from dagmesh.contracts.model import Contract
@@ -62,6 +63,7 @@ class MeshView:
     specs: dict[str, ProductSpec] = field(default_factory=dict)
     contracts: dict[str, Contract | None] = field(default_factory=dict)
     contract_errors: dict[str, str] = field(default_factory=dict)
+    documents: dict[str, dict | None] = field(default_factory=dict)  # the files as written
 
     @classmethod
     def build(cls, domains: dict[str, Domain]) -> MeshView:
@@ -76,10 +78,13 @@ class MeshView:
                 continue
             for spec in specs.values():
                 view.specs[spec.ref] = spec
+                view.contracts[spec.ref] = None
+                path = contract_path(domain, spec.name)
                 try:
-                    view.contracts[spec.ref] = effective_contract(domain, spec)
+                    document = view.documents[spec.ref] = read_file(path)
+                    if document is not None:
+                        view.contracts[spec.ref] = parse(merge(document, spec), str(path))
                 except ContractError as error:
-                    view.contracts[spec.ref] = None
                     view.contract_errors[spec.ref] = str(error)
         return view
 
@@ -161,10 +166,9 @@ def _access(spec, contract, mesh):
         producer = mesh.specs.get(ref)
         if producer is None or producer.readable_by(spec.domain):
             continue
-        who = {"private": f"private to {producer.domain}", "internal": "internal"}[producer.access]
-        allowed = f" (allowed: {producer.consumers})" if producer.access == "internal" else ""
+        who = describe_access(producer.domain, producer.access, producer.consumers)
         yield (
-            f"consumes {ref}, which is {who}{allowed}",
+            f"consumes {ref}, which is {who}",
             f"stop consuming it, or ask {producer.domain} to grant access "
             f"(access='public' or consumers=[{spec.domain!r}])",
         )
@@ -255,7 +259,7 @@ def contract_drift(mesh: MeshView) -> list[Violation]:
     """Contract files that disagree with their product's declaration."""
     violations = []
     for ref, spec in sorted(mesh.specs.items()):
-        existing = read_file(contract_path(mesh.domains[spec.domain], spec.name))
+        existing = mesh.documents.get(ref)
         if existing is None or ref in mesh.contract_errors:
             continue
         for difference in drift(existing, spec):
@@ -280,7 +284,7 @@ def breaking_violations(mesh: MeshView, home: Path) -> list[Violation]:
         published = current.contract() if current else None
         if contract is None or not published:
             continue
-        proposed = merge(read_file(contract_path(mesh.domains[spec.domain], spec.name)), spec)
+        proposed = merge(mesh.documents.get(ref), spec)
         try:
             changes = requires_major_bump(published, proposed)
         except ValueError as error:

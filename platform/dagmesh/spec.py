@@ -66,15 +66,11 @@ class ProductSpec:
         """Columns never shown in messages and previews."""
         return {c.name for c in self.columns if c.classification == "pii"}
 
-    def column(self, name: str) -> ColumnSpec | None:
-        """The column called ``name``, if declared."""
-        return next((c for c in self.columns if c.name == name), None)
-
     def readable_by(self, consumer_domain: str) -> bool:
         """True when ``consumer_domain`` may read this product."""
-        if consumer_domain == self.domain or self.access == "public":
-            return True
-        return self.access == "internal" and consumer_domain in self.consumers
+        from dagmesh.access import allowed
+
+        return allowed(self.domain, self.access, self.consumers, consumer_domain)
 
 
 def python_spec(product: Product) -> ProductSpec:
@@ -112,10 +108,6 @@ def python_spec(product: Product) -> ProductSpec:
     )
 
 
-def _meta(props: Mapping[str, Any]) -> dict[str, Any]:
-    return {**props.get("meta", {}), **props.get("config", {}).get("meta", {})}
-
-
 def dbt_spec(domain: Domain, node: Mapping[str, Any], manifest: Mapping[str, Any]) -> ProductSpec:
     """The spec of a dbt model, seed or snapshot of ``domain``'s project.
 
@@ -124,11 +116,11 @@ def dbt_spec(domain: Domain, node: Mapping[str, Any], manifest: Mapping[str, Any
     constraints and tests; the owner from the dbt group, else the domain.
     """
     from dagmesh.dbt.project import PORTS_DATABASE
-    from dagmesh.dbt.translator import column_tests, node_access
+    from dagmesh.dbt.translator import classification, column_tests, node_access, node_meta
 
     uid = node["unique_id"]
     tests = column_tests(manifest, uid)
-    model_meta = _meta(node)
+    model_meta = node_meta(node)
     constraints: dict[str, set[str]] = {}
     for constraint in node.get("constraints", []):
         for column in constraint.get("columns", []):
@@ -142,10 +134,10 @@ def dbt_spec(domain: Domain, node: Mapping[str, Any], manifest: Mapping[str, Any
                 name,
                 column.get("data_type") or "",
                 column.get("description") or "",
-                _meta(column).get("classification") or model_meta.get("classification"),
+                classification(column, node),
                 required=bool({"not_null", "primary_key"} & rules),
                 unique=bool({"unique", "primary_key"} & rules),
-                joinable=_meta(column).get("masking") == "hash",
+                joinable=node_meta(column).get("masking") == "hash",
             )
         )
     group = manifest.get("groups", {}).get(f"group.{node.get('package_name')}.{node.get('group')}")

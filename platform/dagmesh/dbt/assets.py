@@ -27,13 +27,15 @@ from dagmesh.dbt.run import pool_name, run_dbt_products, typed_columns
 from dagmesh.dbt.translator import MeshDbtTranslator
 from dagmesh.product import Domain
 from dagmesh.resources import MeshStorage
-from dagmesh.spec import dbt_spec
+from dagmesh.spec import ProductSpec, dbt_spec
 
 SCHEMA_CHECK = "The columns the yml declares (data_type) are built with those types."
 
 
 def dbt_domain_assets(
-    domain: Domain, contracts: Mapping[str, Contract | None]
+    domain: Domain,
+    contracts: Mapping[str, Contract | None],
+    specs: Mapping[str, ProductSpec] | None = None,
 ) -> dg.AssetsDefinition:
     """Every model, seed and snapshot of the domain's dbt project as a
     product, its dbt tests, a schema check of its typed columns and its
@@ -44,14 +46,14 @@ def dbt_domain_assets(
     the project is newer (an edit during development).
     """
     project = domain.dbt
-    manifest = project.ensure_prepared()
+    project.ensure_prepared()
     dbt_project = DbtProject(
         project.project_dir,
         target_path=project.target_path,
         profiles_dir=project.write_profile(config.mesh_home()),
     )
     translator = MeshDbtTranslator(domain.name, domain.owner, contracts)
-    specs, dbt_checks = build_dbt_specs(
+    asset_specs, dbt_checks = build_dbt_specs(
         translator=translator,
         manifest=project.manifest,
         select=DBT_DEFAULT_SELECT,
@@ -60,8 +62,9 @@ def dbt_domain_assets(
         io_manager_key=None,
         project=dbt_project,
     )
+    # The specs the code location's governance check already read, else read here.
     specs_by_name = {
-        name: dbt_spec(domain, node, project.manifest)
+        name: (specs or {}).get(name) or dbt_spec(domain, node, project.manifest)
         for name, node in project.product_nodes().items()
     }
     contract_checks = [
@@ -73,11 +76,10 @@ def dbt_domain_assets(
             contracts.get(name),
         )
     ]
-    del manifest  # prepared above; the specs read the parsed copy
 
     @dg.multi_asset(
         name=f"{domain.name}_dbt",
-        specs=specs,
+        specs=asset_specs,
         check_specs=[*dbt_checks, *contract_checks],
         can_subset=True,
         op_tags={DAGSTER_DBT_SELECT_METADATA_KEY: DBT_DEFAULT_SELECT},

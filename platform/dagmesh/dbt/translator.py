@@ -19,12 +19,16 @@ from dagmesh.dbt.project import PORTS_DATABASE
 ACCESS_LEVELS = {"public": "public", "protected": "internal", "private": "private"}
 
 
+def node_meta(props: Mapping[str, Any]) -> dict[str, Any]:
+    """A dbt node's or column's ``meta``, ``config.meta`` taking precedence."""
+    return {**props.get("meta", {}), **props.get("config", {}).get("meta", {})}
+
+
 def classification(column: Mapping[str, Any], node: Mapping[str, Any] | None = None) -> str | None:
     """A dbt column's ``meta.classification`` (``pii``, ``pseudonymous``...),
     else its model's (``+meta: {classification: internal}``)."""
     for props in (column, node or {}):
-        meta = {**props.get("meta", {}), **props.get("config", {}).get("meta", {})}
-        if value := meta.get("classification"):
+        if value := node_meta(props).get("classification"):
             return str(value)
     return None
 
@@ -115,9 +119,7 @@ class MeshDbtTranslator(DagsterDbtTranslator):
     def get_automation_condition(
         self, dbt_resource_props: Mapping[str, Any]
     ) -> dg.AutomationCondition | None:
-        props = dbt_resource_props
-        meta = {**props.get("meta", {}), **props.get("config", {}).get("meta", {})}
-        return from_dbt_meta(meta)
+        return from_dbt_meta(node_meta(dbt_resource_props))
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return self.domain
