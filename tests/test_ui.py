@@ -98,10 +98,11 @@ def browser(ui):
 
 def _open(browser, url: str, shot: str):
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    # Dagster's first-visit newsletter dialog may open at any moment and cover
+    # the page: dismiss it whenever it shows up before an action.
+    skip = page.get_by_role("button", name="Skip")
+    page.add_locator_handler(skip, lambda button: button.click())
     page.goto(url, wait_until="networkidle", timeout=120_000)
-    skip = page.get_by_role("button", name="Skip")  # Dagster's first-visit newsletter dialog
-    if skip.count():
-        skip.click()
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
     return page
