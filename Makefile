@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test lint bench
+.PHONY: setup browser run test lint bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,12 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/dagmesh lint
 
+# The UI tests drive Debian's chromium; installed from Debian's packages if missing.
+browser:
+	bash scripts/ensure-chromium
+
 # pytest exits non-zero when no test ran (exit code 5), and make stops on it.
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 bench: setup

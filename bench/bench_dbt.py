@@ -42,7 +42,7 @@ TARGET_RATIO = 1.15
 
 def dbt_products(domain: str) -> list[str]:
     """``domain/name`` of every dbt product of the domain (its prepared manifest)."""
-    from dagmesh.registry import load_mesh
+    from dagmesh.workspace import load_mesh
 
     project = load_mesh()[domain].dbt
     if project is None:
@@ -53,7 +53,7 @@ def dbt_products(domain: str) -> list[str]:
 def plain_profile(mesh: Path, plain: Path, domain: str) -> tuple[Path, Path]:
     """A profiles.yml for plain dbt: same project, same inputs and settings,
     its own database. Returns (profiles dir, dbt project dir)."""
-    from dagmesh.registry import load_mesh
+    from dagmesh.workspace import load_mesh
 
     project = load_mesh()[domain].dbt
     state = mesh / "domains" / domain / "dbt"

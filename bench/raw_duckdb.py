@@ -46,8 +46,8 @@ import jinja2
 from dagmesh.context import ProductContext
 from dagmesh.landing import attach_landing
 from dagmesh.product import Domain, Product
-from dagmesh.registry import load_mesh
 from dagmesh.sql import ident, literal
+from dagmesh.workspace import load_mesh
 
 PROJECT = Path(__file__).resolve().parents[1]
 TIMINGS_FILE = "_timings.json"

@@ -34,6 +34,7 @@ def mesh_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     ensure_dagster_home()
     generate(home / "landing", scale=SCALE, seed=7)
     prepare_dbt_projects(home)
+    register_domains_of_the_workspace()
     yield home
     for key, value in saved.items():
         if value is None:
@@ -46,11 +47,22 @@ def prepare_dbt_projects(home: Path) -> None:
     """Parse every domain's dbt project into its manifest before any code
     location loads (``DbtProject.prepare_if_dev`` does nothing outside
     ``dagster dev``; CI prepares explicitly, as a deployment would)."""
-    from dagmesh.registry import load_mesh
+    from dagmesh.workspace import load_mesh
 
     for domain in load_mesh().values():
         if domain.dbt is not None:
             domain.dbt.prepare(home)
+
+
+def register_domains_of_the_workspace() -> None:
+    """Publish every domain's interfaces to the registry, as `dagmesh dev`,
+    CI and a deployment do before code locations load."""
+    from dagmesh import config
+    from dagmesh.registration import register_domains
+    from dagmesh.registry import Registry
+
+    outcome = register_domains(Registry(config.registry_dir()))
+    assert not outcome.refused, outcome.refused
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ def _run(home: Path, *args: str) -> subprocess.CompletedProcess:
 def test_with_upstream_failure_names_the_product_and_the_run(mesh_home: Path, tmp_path: Path):
     home = tmp_path / "home"
     shutil.copytree(mesh_home / "landing", home / "landing")
+    shutil.copytree(mesh_home / "registry", home / "registry")
     broken = sorted((home / "landing/shop/orders").glob("*.csv"))[0]
     broken.write_text("order_id,total\n1,2\n")
 

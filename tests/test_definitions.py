@@ -8,8 +8,9 @@ import pytest
 from dagster import AssetKey, DagsterInstance, DefaultSensorStatus
 
 from dagmesh import Column, Domain
-from dagmesh.registry import MeshError, load_mesh
+from dagmesh.registry import MeshError
 from dagmesh.runner import workspace_context
+from dagmesh.workspace import load_mesh
 
 EXPECTED_CROSS_DOMAIN_EDGES = {
     ("sales/orders", "shipping/shipping_delays"),

@@ -39,6 +39,8 @@ EXPECTED = {
     "public_sla": "alpha/no_sla: [public_sla] is public but its contract has no freshness SLA",
     "public_blocking_check": "alpha/no_blocking: [public_blocking_check] is public but has no "
     "blocking quality check",
+    "known_products": "gamma/orphan: [known_products] consumes delta/orders, but domain delta "
+    "is neither in this repository nor in the mesh registry; fix: run `dagmesh register delta`",
     "access": "beta/peek: [access] consumes alpha/secret, which is private to alpha",
     "domain_cycles": "beta/loop_b: [domain_cycles] consumes gamma/loop_c, which closes a "
     "dependency cycle between domains: beta -> gamma -> beta",
@@ -90,7 +92,37 @@ def _python(root: Path, home: Path, code: str) -> subprocess.CompletedProcess:
     )
 
 
+REGISTER_FROM_CODE = """
+import sys
+from dagmesh import config
+from dagmesh.governance import MeshView
+from dagmesh.registration import domain_interfaces
+from dagmesh.registry import Registry
+from dagmesh.workspace import load_mesh
+mesh = MeshView.build(load_mesh())
+registry = Registry(config.registry_dir())
+for name in sys.argv[1:]:
+    domain = mesh.domains[name]
+    registry.write(name, domain.owner, domain.description, domain_interfaces(mesh, name))
+"""
+
+
+def _registered_as_declared(root: Path, home: Path, *domains: str) -> None:
+    """Write the registry documents of ``domains`` from their code, as an
+    earlier `dagmesh register` would have (the fixture's domains violate
+    policies on purpose, so `dagmesh register` itself refuses them)."""
+    env = {**os.environ, "DAGMESH_PROJECT": str(root), "DAGMESH_HOME": str(home)}
+    subprocess.run(
+        [sys.executable, "-c", REGISTER_FROM_CODE, *domains],
+        cwd=root,
+        env=env,
+        check=True,
+        timeout=300,
+    )
+
+
 def test_a_violation_stops_the_code_location_from_loading(mesh_copy: Path, tmp_path: Path):
+    _registered_as_declared(mesh_copy, tmp_path, "alpha", "gamma")
     result = _python(mesh_copy, tmp_path, "import gov.beta.definitions")
     assert result.returncode == 1
     assert "GovernanceError: domain beta violates 2 governance policies" in result.stderr
@@ -105,6 +137,7 @@ def test_a_compliant_domain_loads(mesh_copy: Path, tmp_path: Path):
         text = path.read_text().replace('consumes=["alpha/secret"]', 'consumes=["alpha/good"]')
         text = text.replace("FROM secret", "FROM good").replace('"gamma/loop_c"', '"alpha/good"')
         path.write_text(text.replace("FROM loop_c", "FROM good"))
+    _registered_as_declared(mesh_copy, tmp_path, "alpha")
     code = "import gov.beta.definitions as d; print(len(d.defs.assets))"
     result = _python(mesh_copy, tmp_path, code)
     assert result.returncode == 0, result.stderr

@@ -88,7 +88,9 @@ def ui(materialized, mesh_home: Path) -> Iterator[str]:
 def browser(ui):
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).exists(), "install Debian's chromium (bash .ci/run does)"
+    assert Path(CHROMIUM).exists(), (
+        "install Debian's chromium: make test (scripts/ensure-chromium) does"
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

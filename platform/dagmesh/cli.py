@@ -238,9 +238,16 @@ def _print_written(files: list[Path]) -> None:
 
 def _report_policies(domain: str) -> None:
     from dagmesh.governance import MeshView, policy_violations
-    from dagmesh.registry import load_mesh
+    from dagmesh.registration import register_domains
+    from dagmesh.registry import Registry
+    from dagmesh.workspace import load_mesh_tolerant
 
-    violations = policy_violations(MeshView.build(load_mesh()), [domain])
+    registry = Registry(config.registry_dir())
+    domains, _ = load_mesh_tolerant(only=[domain])
+    violations = policy_violations(MeshView.build(domains, registry), [domain])
+    if not violations:
+        # Registered at once, so other domains can consume its products.
+        register_domains(registry, [domain])
     if violations:
         console.print(
             f"[yellow]Before domain {domain} loads, fix what the mesh's policies ask "
@@ -266,7 +273,7 @@ def contracts_sync(
     contract file, creating missing ones; the owner's facts (version, status,
     quality rules, SLAs) are kept."""
     from dagmesh.contracts.generate import sync
-    from dagmesh.registry import load_mesh
+    from dagmesh.workspace import load_mesh
 
     mesh = load_mesh()
     unknown = set(domains or []) - set(mesh)
@@ -298,23 +305,28 @@ def lint(
         deprecation_warnings,
         policy_violations,
     )
-    from dagmesh.registry import load_mesh
+    from dagmesh.registration import registry_drift
+    from dagmesh.registry import Registry
+    from dagmesh.workspace import load_mesh_tolerant
 
-    try:
-        mesh = MeshView.build(load_mesh())
-    except ValueError as error:  # a declaration that cannot even be loaded
-        print(f"error: {error}")
-        raise typer.Exit(1) from None
+    domains, import_errors = load_mesh_tolerant()
+    mesh = MeshView.build(domains, Registry(config.registry_dir()))
     violations = policy_violations(mesh) + contract_drift(mesh)
     if published:
         violations += breaking_violations(mesh, config.mesh_home())
-    for warning in deprecation_warnings(mesh):
-        console.print(f"[yellow]warning:[/] {warning}")
+    for warning in [*deprecation_warnings(mesh), *registry_drift(mesh)]:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    broken = {**import_errors, **mesh.unreadable}
+    for name, error in sorted(broken.items()):
+        print(f"domain {name} not checked: {error}")
     for violation in violations:
         print(violation)
     products = len(mesh.specs)
-    if violations:
-        console.print(f"[red]{len(violations)} violation(s)[/] in {products} products")
+    if violations or broken:
+        console.print(
+            f"[red]{len(violations)} violation(s)[/] in {products} products"
+            + (f", [red]{len(broken)} domain(s) not loadable[/]" if broken else "")
+        )
         raise typer.Exit(1)
     console.print(f"[green]✓[/] {products} products comply with every policy")
 
@@ -334,10 +346,14 @@ def catalog(
     from dagmesh.catalog import build_catalog, domain_health, to_json, write_site
     from dagmesh.governance import MeshView
     from dagmesh.instance import ensure_dagster_home
-    from dagmesh.registry import load_mesh
+    from dagmesh.registry import Registry
+    from dagmesh.workspace import load_mesh_tolerant
 
     ensure_dagster_home()
-    mesh = MeshView.build(load_mesh())
+    domains, import_errors = load_mesh_tolerant()
+    for name, error in sorted(import_errors.items()):
+        console.print(f"[red]domain {name} not in the catalog:[/] {escape(error)}")
+    mesh = MeshView.build(domains, Registry(config.registry_dir()))
     with dg.DagsterInstance.get() as instance:
         entries = build_catalog(mesh, instance, config.mesh_home())
     if as_json:
@@ -405,14 +421,49 @@ def audit(
 
 
 @app.command()
+def register(
+    domains: Annotated[
+        list[str] | None, typer.Argument(help="Domains to register; default: every domain")
+    ] = None,
+) -> None:
+    """Publish each domain's product interfaces (key, owner, access, columns,
+    contract version and status, port) to the mesh registry, which the code
+    locations of consuming domains read instead of the producer's code. A
+    domain that does not import or violates a policy is not registered
+    (exit 1); the others are."""
+    from dagmesh.registration import register_domains
+    from dagmesh.registry import MeshError, Registry
+
+    registry = Registry(config.registry_dir())
+    try:
+        outcome = register_domains(registry, domains or None)
+    except MeshError as error:
+        console.print(f"[red]error:[/] {escape(str(error))}")
+        raise typer.Exit(2) from None
+    for name in outcome.written:
+        console.print(f"[green]✓[/] {name}: registered ({registry.path(name)})")
+    for name in outcome.unchanged:
+        console.print(f"[green]✓[/] {name}: unchanged")
+    for name, reasons in sorted(outcome.refused.items()):
+        console.print(f"[red]✗[/] {name}: not registered:")
+        for reason in reasons:
+            console.print(f"  {escape(reason)}")
+    if outcome.refused:
+        raise typer.Exit(1)
+
+
+@app.command()
 def prepare() -> None:
     """Parse every domain's dbt project into the manifest its code location
     loads (run before serving or deploying; ``dagmesh dev`` does it)."""
     from dagmesh.dbt.project import DbtProjectError
-    from dagmesh.registry import load_mesh
+    from dagmesh.workspace import load_mesh_tolerant
 
-    failed = False
-    for name, domain in load_mesh().items():
+    domains, import_errors = load_mesh_tolerant()
+    for name, error in sorted(import_errors.items()):
+        console.print(f"[red]✗[/] {name}: {escape(error)}")
+    failed = bool(import_errors)
+    for name, domain in domains.items():
         if domain.dbt is None:
             continue
         try:
@@ -443,6 +494,10 @@ def dev(
         prepare()
     except typer.Exit:
         console.print("[yellow]a dbt project does not compile; its domain will not load[/]")
+    try:
+        register(domains=None)
+    except typer.Exit:
+        console.print("[yellow]a domain could not be registered; its consumers will not load[/]")
     try:
         materialize(products=None, all_products=True, with_upstream=False)
     except typer.Exit:

@@ -54,3 +54,11 @@ def dagster_home() -> Path:
     if env := os.environ.get("DAGSTER_HOME"):
         return Path(env).resolve()
     return mesh_home() / "dagster"
+
+
+def registry_dir() -> Path:
+    """The mesh registry (each domain's published interfaces):
+    ``DAGMESH_REGISTRY``, else ``$DAGMESH_HOME/registry``."""
+    if env := os.environ.get("DAGMESH_REGISTRY"):
+        return Path(env).resolve()
+    return mesh_home() / "registry"

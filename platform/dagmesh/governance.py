@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from dagmesh.access import describe_access
@@ -31,6 +32,7 @@ from dagmesh.contracts.generate import (
 from dagmesh.contracts.model import Contract
 from dagmesh.dbt.project import DbtProjectError
 from dagmesh.product import IDENTIFIER, Domain
+from dagmesh.registry import MeshError, ProductInterface, Registry, interface_of
 from dagmesh.spec import ProductSpec, domain_specs
 from dagmesh.storage import OutputPort
 
@@ -56,37 +58,121 @@ class Violation:
 
 @dataclass
 class MeshView:
-    """Every product of the mesh with its effective contract, for policies
-    that look across domains (access, cycles)."""
+    """The products a check can see: those whose code is loaded (``domains``:
+    their declarations and contract files) and, for every other domain, its
+    published interfaces in the mesh registry. A code location's view holds
+    its own domain only; ``dagmesh lint``'s holds the whole repository."""
 
     domains: dict[str, Domain]
     specs: dict[str, ProductSpec] = field(default_factory=dict)
     contracts: dict[str, Contract | None] = field(default_factory=dict)
     contract_errors: dict[str, str] = field(default_factory=dict)
     documents: dict[str, dict | None] = field(default_factory=dict)  # the files as written
+    registry: Registry | None = None
+    unreadable: dict[str, str] = field(default_factory=dict)  # dbt does not compile: why
 
     @classmethod
-    def build(cls, domains: dict[str, Domain]) -> MeshView:
+    def build(cls, domains: dict[str, Domain], registry: Registry | None = None) -> MeshView:
         """Read every domain's specs and contract files (a dbt project that
         does not compile is skipped with a warning: its own location reports it)."""
-        view = cls(domains)
+        view = cls(domains, registry=registry)
         for domain in domains.values():
             try:
-                specs = domain_specs(domain)
+                view.add_domain(domain)
             except DbtProjectError as error:
                 log.warning("domain %s not checked: %s", domain.name, str(error).splitlines()[0])
-                continue
-            for spec in specs.values():
-                view.specs[spec.ref] = spec
-                view.contracts[spec.ref] = None
-                path = contract_path(domain, spec.name)
-                try:
-                    document = view.documents[spec.ref] = read_file(path)
-                    if document is not None:
-                        view.contracts[spec.ref] = parse(merge(document, spec), str(path))
-                except ContractError as error:
-                    view.contract_errors[spec.ref] = str(error)
+                view.unreadable[domain.name] = str(error)
         return view
+
+    @classmethod
+    def for_location(cls, domain: Domain, registry: Registry) -> MeshView:
+        """What one code location sees: its own domain's code and the
+        registry's interfaces of the domains it consumes. Raises MeshError
+        naming both products when it consumes an unknown or unregistered one,
+        and DbtProjectError when its own dbt project does not compile."""
+        view = cls({domain.name: domain}, registry=registry)
+        view.add_domain(domain)
+        for consumer, ref in view.consumed_refs(domain.name):
+            producer, name = ref.split("/")
+            if producer != domain.name:
+                registry.require(ref, consumer)
+            elif ref not in view.specs:
+                raise MeshError(
+                    f"{consumer} consumes {ref!r}, but domain {producer!r} has no product "
+                    f"{name!r} (its products: {sorted(domain.product_names())})"
+                )
+        return view
+
+    def add_domain(self, domain: Domain) -> None:
+        """Read ``domain``'s specs and contract files into the view."""
+        for spec in domain_specs(domain).values():
+            self.specs[spec.ref] = spec
+            self.contracts[spec.ref] = None
+            path = contract_path(domain, spec.name)
+            try:
+                document = self.documents[spec.ref] = read_file(path)
+                if document is not None:
+                    self.contracts[spec.ref] = parse(merge(document, spec), str(path))
+            except ContractError as error:
+                self.contract_errors[spec.ref] = str(error)
+
+    def consumed_refs(self, domain_name: str) -> list[tuple[str, str]]:
+        """(consumer, consumed) pairs of a loaded domain, its dbt project's
+        port sources that no model reads included."""
+        pairs = [
+            (spec.ref, ref)
+            for spec in self.specs.values()
+            if spec.domain == domain_name
+            for ref in spec.consumes
+        ]
+        project = self.domains[domain_name].dbt
+        if project is not None:
+            used = {ref for _, ref in pairs}
+            for producer, name in project.port_sources().values():
+                if f"{producer}/{name}" not in used:
+                    pairs.append((f"{domain_name} (dbt source)", f"{producer}/{name}"))
+        return pairs
+
+    def interface(self, ref: str) -> ProductInterface | None:
+        """What consumers may rely on of ``ref``: from its code when loaded,
+        else from the registry; None when neither knows it."""
+        if ref in self.specs:
+            return interface_of(self.specs[ref], self.contracts.get(ref))
+        domain = ref.split("/")[0]
+        if domain in self.domains or self.registry is None:
+            return None
+        return self.registry.product(ref)
+
+    def knows_domain(self, domain: str) -> bool:
+        """True when the view can tell which products ``domain`` has."""
+        if domain in self.domains:
+            return domain not in self.unreadable
+        return self.registry is not None and self.registry.domain(domain) is not None
+
+    @cached_property
+    def domain_graph(self) -> dict[str, set[str]]:
+        """Consumer domain -> the domains it reads, for every loaded domain
+        and every registered domain reachable from them."""
+        graph: dict[str, set[str]] = {}
+        for spec in self.specs.values():
+            for ref in spec.consumes:
+                producer = ref.split("/")[0]
+                if producer != spec.domain:
+                    graph.setdefault(spec.domain, set()).add(producer)
+        pending = {p for producers in graph.values() for p in producers} - set(self.domains)
+        seen = set(self.domains)
+        while pending and self.registry is not None:
+            name = pending.pop()
+            seen.add(name)
+            entry = self.registry.domain(name)
+            for product in entry.products.values() if entry else ():
+                for ref in product.consumes:
+                    producer = ref.split("/")[0]
+                    if producer != name:
+                        graph.setdefault(name, set()).add(producer)
+                        if producer not in seen:
+                            pending.add(producer)
+        return graph
 
 
 Check = Callable[[ProductSpec, "Contract | None", MeshView], Iterable[tuple[str, str]]]
@@ -163,10 +249,10 @@ def _public_blocking_check(spec, contract, mesh):
 
 def _access(spec, contract, mesh):
     for ref in spec.consumes:
-        producer = mesh.specs.get(ref)
+        producer = mesh.interface(ref)
         if producer is None or producer.readable_by(spec.domain):
             continue
-        who = describe_access(producer.domain, producer.access, producer.consumers)
+        who = describe_access(producer.domain, producer.access, list(producer.consumers))
         yield (
             f"consumes {ref}, which is {who}",
             f"stop consuming it, or ask {producer.domain} to grant access "
@@ -174,13 +260,25 @@ def _access(spec, contract, mesh):
         )
 
 
+def _known_products(spec, contract, mesh):
+    for ref in spec.consumes:
+        producer = ref.split("/")[0]
+        if mesh.knows_domain(producer) and mesh.interface(ref) is None:
+            yield (
+                f"consumes {ref}, which {producer} does not offer",
+                f"fix the name, or add the product to {producer} and run "
+                f"`dagmesh register {producer}`",
+            )
+        elif not mesh.knows_domain(producer) and producer not in mesh.unreadable:
+            yield (
+                f"consumes {ref}, but domain {producer} is neither in this repository nor "
+                "in the mesh registry",
+                f"run `dagmesh register {producer}` where its code is",
+            )
+
+
 def _domain_cycles(spec, contract, mesh):
-    graph: dict[str, set[str]] = {}
-    for other in mesh.specs.values():
-        for ref in other.consumes:
-            producer = ref.split("/")[0]
-            if producer != other.domain:
-                graph.setdefault(other.domain, set()).add(producer)
+    graph = mesh.domain_graph
     for ref in spec.consumes:
         producer = ref.split("/")[0]
         if producer == spec.domain:
@@ -230,6 +328,7 @@ GLOBAL_POLICIES: dict[str, tuple[str, Check]] = {
         "public products have at least one blocking check",
         _public_blocking_check,
     ),
+    "known_products": ("a product consumes only products the mesh offers", _known_products),
     "access": ("a product consumes another only if its access level allows it", _access),
     "domain_cycles": ("no dependency cycles between domains", _domain_cycles),
     "safe_names": ("product and column names are safe identifiers", _safe_names),
@@ -312,21 +411,24 @@ def deprecation_warnings(mesh: MeshView, domain_names: Iterable[str] | None = No
         if spec.domain not in wanted:
             continue
         for consumed in spec.consumes:
-            contract = mesh.contracts.get(consumed)
-            if contract is None or contract.deprecation is None:
+            producer = mesh.interface(consumed)
+            if producer is None or producer.deprecation is None:
                 continue
-            sunset, replacement = contract.deprecation
+            sunset, replacement = producer.deprecation
             warnings.append(
-                f"{ref} consumes {consumed}, deprecated in contract {contract.version} "
+                f"{ref} consumes {consumed}, deprecated in contract {producer.contract_version} "
                 f"(sunset {sunset})" + (f"; use {replacement} instead" if replacement else "")
             )
     return warnings
 
 
-def enforce_at_load(domain: Domain, domains: dict[str, Domain]) -> MeshView:
-    """Raise GovernanceError listing every violation of ``domain``'s
-    products; log a warning for each deprecated product it consumes."""
-    mesh = MeshView.build({**domains, domain.name: domain})
+def enforce_at_load(domain: Domain, registry: Registry) -> MeshView:
+    """Check one code location's domain against the mesh: every product it
+    consumes exists in its own code or the registry (MeshError otherwise),
+    and its products comply with every policy (GovernanceError listing every
+    violation otherwise). Logs a warning for each deprecated product it
+    consumes. Reads no other domain's code."""
+    mesh = MeshView.for_location(domain, registry)
     violations = policy_violations(mesh, [domain.name])
     for warning in deprecation_warnings(mesh, [domain.name]):
         log.warning("deprecated: %s", warning)

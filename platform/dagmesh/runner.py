@@ -35,7 +35,7 @@ from dagster_graphql.cli import execute_query
 
 from dagmesh import config
 from dagmesh.instance import ensure_dagster_home, quiet_tools
-from dagmesh.registry import workspace_locations, workspace_subset
+from dagmesh.workspace import workspace_locations, workspace_subset
 
 POLL_SECONDS = 0.25
 MATERIALIZATION_TAG = "dagmesh/materialization"

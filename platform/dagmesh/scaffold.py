@@ -25,7 +25,7 @@ from dagmesh import config
 from dagmesh.contracts.generate import sync
 from dagmesh.dbt.project import DomainDbtProject
 from dagmesh.product import check_identifier
-from dagmesh.registry import load_domain, workspace_locations
+from dagmesh.workspace import load_domain, workspace_locations
 
 
 class ScaffoldError(ValueError):
