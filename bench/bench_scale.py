@@ -658,10 +658,11 @@ def bench(args: argparse.Namespace, work: Path) -> dict[str, Row]:
         "load": Row(
             "location load",
             "s",
-            f"{mid}: fresh interpreter importing domains.{mid}.definitions, resolve + "
-            "snapshot (in-process; wall incl. interpreter start in extra)",
+            f"{mid} in a fresh interpreter: import + resolve + snapshot, in-process",
         ),
-        "load_wall": Row("location load (process wall)", "s", "the same, subprocess wall time"),
+        "load_wall": Row(
+            "location load (process wall)", "s", "the same, interpreter start included"
+        ),
         "worker": Row(
             "run worker start",
             "s",
@@ -887,11 +888,17 @@ def main() -> None:
     print(
         f"dagmesh scale bench: {args.domains} domains × {args.products} products, "
         f"{edges} cross-domain edges, {args.repeat} run(s) each; work folder {work}; "
-        f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
+        f"{os.cpu_count()} cores"
     )
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    load_start = os.getloadavg()[0]
     rows = bench(args, work)
     report(rows, args, edges)
+    load_end = os.getloadavg()[0]
+    print(
+        f"1-min load average: {load_start:.2f} at start, {load_end:.2f} at end (the numbers "
+        "mean something only on an otherwise idle machine)"
+    )
     failed = any(row.errors for row in rows.values())
     if args.json:
         print(
@@ -904,6 +911,8 @@ def main() -> None:
                     "cross_domain_edges": edges,
                     "repeat": args.repeat,
                     "workdir": str(work),
+                    "load_start": load_start,
+                    "load_end": load_end,
                     "rows": {
                         key: {
                             "label": row.label,
