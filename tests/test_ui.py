@@ -168,6 +168,8 @@ def test_a_product_page_shows_owner_columns_and_checks(ui, browser):
         assert column in text, column
     assert "sales" in text.split("Owners", 1)[1][:200]
     checks = _open(browser, f"{ui}/assets/sales/orders?view=checks", "sales-orders-checks")
+    # On a loaded machine the checks list renders after the page is idle.
+    checks.get_by_text("status_valid_values").first.wait_for(timeout=60_000)
     text = checks.inner_text("body")
     assert "Checks (5)" in text
     for check in ("schema", "not_null", "primary_key", "row_count", "status_valid_values"):
