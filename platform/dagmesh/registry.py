@@ -32,7 +32,7 @@ from typing import Any
 
 from dagmesh.access import allowed
 from dagmesh.contracts.model import Contract
-from dagmesh.spec import ProductSpec
+from dagmesh.spec import ColumnSpec, ProductSpec
 from dagmesh.storage import OutputPort
 
 FORMAT = 1
@@ -42,18 +42,6 @@ FORMAT = 1
 class MeshError(ValueError):
     """The mesh's declarations are inconsistent (unknown product, unregistered
     domain, unreadable registry...)."""
-
-
-@dataclass(frozen=True)
-class ColumnInterface:
-    """A published column as consumers see it."""
-
-    name: str
-    type: str
-    description: str = ""
-    classification: str | None = None
-    required: bool = False
-    unique: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,7 +56,7 @@ class ProductInterface:
     description: str
     access: str
     consumers: tuple[str, ...] = ()
-    columns: tuple[ColumnInterface, ...] = ()
+    columns: tuple[ColumnSpec, ...] = ()  # pii: others read it masked (hashed if joinable)
     primary_key: tuple[str, ...] = ()
     consumes: tuple[str, ...] = ()
     contract_version: str | None = None
@@ -124,7 +112,7 @@ class ProductInterface:
             description=document.get("description", ""),
             access=document.get("access", "public"),
             consumers=tuple(document.get("consumers") or ()),
-            columns=tuple(ColumnInterface(**c) for c in document.get("columns") or ()),
+            columns=tuple(ColumnSpec(**c) for c in document.get("columns") or ()),
             primary_key=tuple(document.get("primary_key") or ()),
             consumes=tuple(document.get("consumes") or ()),
             contract_version=contract.get("version"),
@@ -149,10 +137,7 @@ def interface_of(spec: ProductSpec, contract: Contract | None) -> ProductInterfa
         description=spec.description or ((contract.description.purpose or "") if contract else ""),
         access=spec.access,
         consumers=tuple(spec.consumers),
-        columns=tuple(
-            ColumnInterface(c.name, c.type, c.description, c.classification, c.required, c.unique)
-            for c in spec.columns
-        ),
+        columns=tuple(spec.columns),
         primary_key=tuple(spec.primary_key),
         consumes=tuple(spec.consumes),
         contract_version=contract.version if contract else None,
