@@ -42,9 +42,10 @@ TARGET_RATIO = 1.15
 
 def dbt_products(domain: str) -> list[str]:
     """``domain/name`` of every dbt product of the domain (its prepared manifest)."""
+    from dagmesh.dbt.project import dbt_project
     from dagmesh.workspace import load_mesh
 
-    project = load_mesh()[domain].dbt
+    project = dbt_project(load_mesh()[domain])
     if project is None:
         sys.exit(f"domain {domain} has no dbt project")
     return [f"{domain}/{name}" for name in sorted(project.product_nodes())]
@@ -53,9 +54,10 @@ def dbt_products(domain: str) -> list[str]:
 def plain_profile(mesh: Path, plain: Path, domain: str) -> tuple[Path, Path]:
     """A profiles.yml for plain dbt: same project, same inputs and settings,
     its own database. Returns (profiles dir, dbt project dir)."""
+    from dagmesh.dbt.project import dbt_project
     from dagmesh.workspace import load_mesh
 
-    project = load_mesh()[domain].dbt
+    project = dbt_project(load_mesh()[domain])
     state = mesh / "domains" / domain / "dbt"
     meshed = yaml.safe_load((state / "profiles.yml").read_text())[project.profile_name]
     output = dict(meshed["outputs"]["embedded"])

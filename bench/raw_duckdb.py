@@ -10,7 +10,7 @@ audits and no versioned publishing:
 - a consumed product is a view over the Parquet file written before it;
 - the product's SQL (or, for a Python product, its compute function given a
   :class:`dagmesh.context.ProductContext`) computes the result;
-- a model of a domain's dbt project (``domain.dbt``) is its ``raw_code`` from
+- a model of a domain's dbt project (``dbt_project(domain)``) is its ``raw_code`` from
   the prepared manifest, rendered with jinja2 alone: ``source('sales',
   'orders')`` becomes a view over ``sales/orders``, ``ref('x')`` one over the
   same domain's model ``x`` (no dbt at run time, no dbt tests); with an
@@ -44,6 +44,7 @@ import duckdb
 import jinja2
 
 from dagmesh.context import ProductContext
+from dagmesh.dbt.project import dbt_project
 from dagmesh.landing import attach_landing
 from dagmesh.product import Domain, Product
 from dagmesh.sql import ident, literal
@@ -85,11 +86,12 @@ def parent_ref(
 
 def dbt_models(domain: Domain) -> list[DbtModel]:
     """The dbt products of ``domain``, each with the products it reads."""
-    if domain.dbt is None:
+    project = dbt_project(domain)
+    if project is None:
         return []
-    ports, nodes = domain.dbt.port_sources(), domain.dbt.manifest["nodes"]
+    ports, nodes = project.port_sources(), project.manifest["nodes"]
     models = []
-    for name, node in domain.dbt.product_nodes().items():
+    for name, node in project.product_nodes().items():
         if node["resource_type"] != "model":
             raise ValueError(
                 f"{domain.name}/{name} is a dbt {node['resource_type']}; "

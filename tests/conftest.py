@@ -47,11 +47,13 @@ def prepare_dbt_projects(home: Path) -> None:
     """Parse every domain's dbt project into its manifest before any code
     location loads (``DbtProject.prepare_if_dev`` does nothing outside
     ``dagster dev``; CI prepares explicitly, as a deployment would)."""
+    from dagmesh.dbt.project import dbt_project
     from dagmesh.workspace import load_mesh
 
     for domain in load_mesh().values():
-        if domain.dbt is not None:
-            domain.dbt.prepare(home)
+        project = dbt_project(domain)
+        if project is not None:
+            project.prepare(home)
 
 
 def register_domains_of_the_workspace() -> None:

@@ -17,6 +17,7 @@ import duckdb
 import pytest
 
 from dagmesh import Column, Domain
+from dagmesh.definitions import domain_definitions
 from dagmesh.governance import GovernanceError
 from dagmesh.registry import MeshError, ProductInterface, Registry
 from tests.conftest import REPO
@@ -88,7 +89,7 @@ def test_an_unregistered_producer_fails_the_load_naming_both_and_the_command(
 ):
     monkeypatch.setenv("DAGMESH_REGISTRY", str(tmp_path / "empty"))
     with pytest.raises(MeshError) as error:
-        _analytics(["sales/orders"]).definitions()
+        domain_definitions(_analytics(["sales/orders"]))
     message = str(error.value)
     assert "analytics/late_orders consumes 'sales/orders'" in message
     assert "domain 'sales' is not registered" in message
@@ -131,7 +132,7 @@ def test_access_deprecation_and_cycles_are_judged_from_the_registry(
     monkeypatch.setenv("DAGMESH_REGISTRY", str(registry))
     analytics = _analytics(["vault/keys", "vault/old_feed", "vault/echo"])
     with caplog.at_level(logging.WARNING, logger="dagmesh"), pytest.raises(GovernanceError) as e:
-        analytics.definitions()
+        domain_definitions(analytics)
     message = str(e.value)
     assert "analytics/late_orders: [access] consumes vault/keys, which is private to vault" in (
         message
@@ -150,7 +151,7 @@ def test_a_malformed_registry_document_names_the_file(tmp_path: Path, monkeypatc
     (tmp_path / "sales.json").write_text('{"format": 1, "products": ')
     monkeypatch.setenv("DAGMESH_REGISTRY", str(tmp_path))
     with pytest.raises(MeshError, match=r"registry document .*sales\.json cannot be read"):
-        _analytics(["sales/orders"]).definitions()
+        domain_definitions(_analytics(["sales/orders"]))
 
 
 def test_a_domain_deploys_alone_with_the_platform_and_the_registry(

@@ -1,5 +1,6 @@
 """The customers domain's Dagster code location."""
 
+from dagmesh.definitions import domain_definitions
 from domains.customers.products import customers
 
-defs = customers.definitions()
+defs = domain_definitions(customers)

@@ -12,31 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dagmesh import audit_log
+from dagmesh.errors import DagmeshError
+from dagmesh.product import allowed, describe_access
 from dagmesh.storage import OutputPort, PortNotPublishedError, PublishedVersion
 
 
-class AccessDeniedError(PermissionError):
+class AccessDeniedError(DagmeshError, PermissionError):
     """A product was read by a domain its access level does not allow."""
 
 
-class UpstreamNotPublishedError(RuntimeError):
+class UpstreamNotPublishedError(DagmeshError, RuntimeError):
     """A consumed product has never been published."""
-
-
-def allowed(producer: str, access: str, consumers: list[str], consumer_domain: str) -> bool:
-    """May ``consumer_domain`` read a product of ``producer`` with this access level?"""
-    if consumer_domain == producer or access == "public":
-        return True
-    return access == "internal" and consumer_domain in consumers
-
-
-def describe_access(producer: str, access: str, consumers: list[str]) -> str:
-    """Who may read a product, in words."""
-    if access == "public":
-        return "public (every domain)"
-    if access == "internal":
-        return f"internal to {producer} and {consumers or 'no other domain'}"
-    return f"private to {producer}"
 
 
 @dataclass(frozen=True)

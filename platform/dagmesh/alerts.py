@@ -16,7 +16,6 @@ import base64
 import datetime
 import json
 import logging
-import os
 import time
 import urllib.error
 import urllib.parse
@@ -27,10 +26,12 @@ from typing import Any, Literal
 
 import dagster as dg
 
+from dagmesh import config
+
 logger = logging.getLogger("dagmesh.alerts")
 
-WEBHOOK_URL_ENV = "DAGMESH_ALERT_WEBHOOK_URL"
-WEBHOOK_TIMEOUT_ENV = "DAGMESH_ALERT_WEBHOOK_TIMEOUT"
+WEBHOOK_URL_ENV = config.ALERT_WEBHOOK_URL_ENV
+WEBHOOK_TIMEOUT_ENV = config.ALERT_WEBHOOK_TIMEOUT_ENV
 DEFAULT_WEBHOOK_TIMEOUT = 5.0
 # Longest error text copied from a failed run into an alert message.
 MAX_ERROR_CHARS = 500
@@ -58,7 +59,7 @@ def send_alert(alert: Alert) -> None:
     level = logging.WARNING if alert.kind == "freshness_breach" else logging.ERROR
     logger.log(level, "dagmesh alert [%s] %s: %s", alert.kind, alert.subject, alert.message)
 
-    url = os.environ.get(WEBHOOK_URL_ENV, "").strip()
+    url = config.alert_webhook_url()
     if url:
         _post_webhook(url, alert)
 
@@ -148,7 +149,7 @@ def _safe_target(url: str) -> str:
 
 def _webhook_timeout() -> float:
     """Seconds from ``DAGMESH_ALERT_WEBHOOK_TIMEOUT``; the default when unset or invalid."""
-    raw = os.environ.get(WEBHOOK_TIMEOUT_ENV, "").strip()
+    raw = config.alert_webhook_timeout()
     if not raw:
         return DEFAULT_WEBHOOK_TIMEOUT
     try:

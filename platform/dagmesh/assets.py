@@ -175,7 +175,7 @@ def product_asset(product: Product, contract: Contract | None = None) -> dg.Asse
         context: dg.AssetExecutionContext, mesh: MeshStorage
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         try:
-            result = build_product(product, mesh, context.run.run_id, context.log, contract)
+            result = build_product(product, mesh.store(), context.run.run_id, context.log, contract)
         except (SourceFileError, UpstreamNotPublishedError, AccessDeniedError) as error:
             # A clear message for the run's failure, not a stack trace wrapper.
             raise dg.Failure(description=str(error)) from error

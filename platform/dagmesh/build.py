@@ -28,10 +28,9 @@ from dagmesh.contracts.model import Contract
 from dagmesh.landing import REJECT_REASON, attach_landing, diagnose
 from dagmesh.product import Product
 from dagmesh.publish import publish_staged
-from dagmesh.resources import MeshStorage
 from dagmesh.spec import python_spec
 from dagmesh.sql import ident, literal
-from dagmesh.storage import DATA_FILE
+from dagmesh.storage import DATA_FILE, MeshStore
 
 PREVIEW_ROWS = 5
 
@@ -69,7 +68,7 @@ class BuildResult:
 
 
 def _attach_upstream(
-    con: duckdb.DuckDBPyConnection, product: Product, mesh: MeshStorage, run_id: str
+    con: duckdb.DuckDBPyConnection, product: Product, mesh: MeshStore, run_id: str
 ) -> dict[str, str]:
     versions = {}
     for alias, ref in product.consumes.items():
@@ -123,7 +122,7 @@ def preview_rows(
 
 def build_product(
     product: Product,
-    mesh: MeshStorage,
+    mesh: MeshStore,
     run_id: str,
     log: logging.Logger | logging.LoggerAdapter | None = None,
     contract: Contract | None = None,

@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import time
-import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dagmesh import config
+from dagmesh.errors import DagmeshError
 
 app = typer.Typer(help="dagmesh: a data mesh on Dagster.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -40,8 +40,7 @@ def parse_scale(text: str) -> int:
 
 
 def _generator():
-    settings = tomllib.loads((config.project_root() / "pyproject.toml").read_text())
-    target = settings.get("tool", {}).get("dagmesh", {}).get("generator")
+    target = config.tool_settings().get("generator")
     if not target:
         raise typer.BadParameter("no [tool.dagmesh] generator in pyproject.toml")
     module, _, function = target.partition(":")
@@ -182,15 +181,14 @@ def new_domain(
     """Create a domain: domains/NAME (a first product, its contract and a
     test) and its workspace.yaml entry; with --dbt-project, an existing dbt
     project becomes the domain, and nothing inside it is written."""
-    from dagmesh.dbt.project import DbtProjectError
-    from dagmesh.scaffold import ScaffoldError, new_dbt_domain, new_python_domain
+    from dagmesh.scaffold import new_dbt_domain, new_python_domain
 
     try:
         if dbt_project is None:
             created = new_python_domain(name, owner=owner, description=description)
         else:
             created = new_dbt_domain(name, dbt_project, owner=owner, description=description)
-    except (ScaffoldError, DbtProjectError) as error:
+    except DagmeshError as error:  # names what is wrong and the fix
         console.print(f"[red]error:[/] {escape(str(error))}")
         raise typer.Exit(2) from None
     _print_written(created.files)
@@ -212,8 +210,6 @@ def new_product(
     description: Annotated[str | None, typer.Option(help="What the product is")] = None,
 ) -> None:
     """Add a product and its contract to a domain (starter query to replace)."""
-    from dagmesh.dbt.project import DbtProjectError
-    from dagmesh.scaffold import ScaffoldError
     from dagmesh.scaffold import new_product as scaffold_product
 
     if sql + python + dbt > 1:
@@ -222,7 +218,7 @@ def new_product(
     kind = "python" if python else "dbt" if dbt else "sql"
     try:
         written = scaffold_product(domain, name, kind, description)
-    except (ScaffoldError, DbtProjectError) as error:
+    except DagmeshError as error:  # names what is wrong and the fix
         console.print(f"[red]error:[/] {escape(str(error))}")
         raise typer.Exit(2) from None
     _print_written(written)
@@ -432,12 +428,12 @@ def register(
     domain that does not import or violates a policy is not registered
     (exit 1); the others are."""
     from dagmesh.registration import register_domains
-    from dagmesh.registry import MeshError, Registry
+    from dagmesh.registry import Registry
 
     registry = Registry(config.registry_dir())
     try:
         outcome = register_domains(registry, domains or None)
-    except MeshError as error:
+    except DagmeshError as error:
         console.print(f"[red]error:[/] {escape(str(error))}")
         raise typer.Exit(2) from None
     for name in outcome.written:
@@ -456,7 +452,7 @@ def register(
 def prepare() -> None:
     """Parse every domain's dbt project into the manifest its code location
     loads (run before serving or deploying; ``dagmesh dev`` does it)."""
-    from dagmesh.dbt.project import DbtProjectError
+    from dagmesh.dbt.project import DbtProjectError, dbt_project
     from dagmesh.workspace import load_mesh_tolerant
 
     domains, import_errors = load_mesh_tolerant()
@@ -464,10 +460,11 @@ def prepare() -> None:
         console.print(f"[red]✗[/] {name}: {escape(error)}")
     failed = bool(import_errors)
     for name, domain in domains.items():
-        if domain.dbt is None:
+        project = dbt_project(domain)
+        if project is None:
             continue
         try:
-            manifest = domain.dbt.prepare()
+            manifest = project.prepare()
         except DbtProjectError as error:
             console.print(f"[red]✗[/] {name}: {escape(str(error))}")
             failed = True

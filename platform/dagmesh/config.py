@@ -1,4 +1,6 @@
-"""Where dagmesh keeps things: the repository root, the workspace and DAGMESH_HOME.
+"""dagmesh's settings, in one place: every environment variable it reads and
+the ``[tool.dagmesh]`` table of the project's pyproject.toml; and where it
+keeps things (the repository root, the workspace and DAGMESH_HOME).
 
 All state lives under one data directory, ``DAGMESH_HOME``. Its default is
 ``.dagmesh/`` at the root of the project (the folder holding workspace.yaml),
@@ -8,7 +10,10 @@ which .gitignore excludes.
 from __future__ import annotations
 
 import os
+import tomllib
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 WORKSPACE_FILE = "workspace.yaml"
 
@@ -62,3 +67,64 @@ def registry_dir() -> Path:
     if env := os.environ.get("DAGMESH_REGISTRY"):
         return Path(env).resolve()
     return mesh_home() / "registry"
+
+
+def max_runs() -> int:
+    """How many runs ``dagmesh materialize`` keeps going at once:
+    ``DAGMESH_MAX_RUNS``, else the number of cores."""
+    return int(os.environ.get("DAGMESH_MAX_RUNS", 0)) or os.cpu_count() or 1
+
+
+def default_memory_limit() -> str:
+    """``DAGMESH_DUCKDB_MEMORY_LIMIT``, else 80 % of RAM divided by the runs
+    that may go at once (:func:`max_runs`): DuckDB's own default gives every
+    step 80 % of RAM, so concurrent steps could together ask for more than
+    the machine has; past the limit DuckDB spills to disk."""
+    if env := os.environ.get("DAGMESH_DUCKDB_MEMORY_LIMIT"):
+        return env
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{int(ram * 0.8 / max_runs()) // 2**20}MB"
+
+
+PII_KEY_ENV = "DAGMESH_PII_KEY"
+
+
+def pii_key() -> str | None:
+    """The secret of the keyed hash of joinable PII columns
+    (``DAGMESH_PII_KEY``), or None: such columns are then redacted."""
+    return os.environ.get(PII_KEY_ENV) or None
+
+
+ALERT_WEBHOOK_URL_ENV = "DAGMESH_ALERT_WEBHOOK_URL"
+ALERT_WEBHOOK_TIMEOUT_ENV = "DAGMESH_ALERT_WEBHOOK_TIMEOUT"
+
+
+def alert_webhook_url() -> str:
+    """Where alerts are POSTed (``DAGMESH_ALERT_WEBHOOK_URL``), or ``""``."""
+    return os.environ.get(ALERT_WEBHOOK_URL_ENV, "").strip()
+
+
+def alert_webhook_timeout() -> str:
+    """``DAGMESH_ALERT_WEBHOOK_TIMEOUT`` as written (the alerts module parses it)."""
+    return os.environ.get(ALERT_WEBHOOK_TIMEOUT_ENV, "").strip()
+
+
+DEFAULT_DBT_TARGET = "embedded"
+
+
+def dbt_target() -> str:
+    """The dbt target runs use: ``DAGMESH_DBT_TARGET``, else ``embedded``."""
+    return os.environ.get("DAGMESH_DBT_TARGET") or DEFAULT_DBT_TARGET
+
+
+def tool_settings() -> dict[str, Any]:
+    """The ``[tool.dagmesh]`` table of the project's pyproject.toml ({} if none)."""
+    pyproject = project_root() / "pyproject.toml"
+    if not pyproject.is_file():
+        return {}
+    return _tool_settings(pyproject, pyproject.stat().st_mtime_ns)
+
+
+@cache
+def _tool_settings(pyproject: Path, mtime_ns: int) -> dict[str, Any]:
+    return tomllib.loads(pyproject.read_text()).get("tool", {}).get("dagmesh", {})

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from dagmesh.atomic import replaced_atomically
 from dagmesh.product import Product
 from dagmesh.sql import ident
 
@@ -55,7 +55,6 @@ class ProductContext:
         """
         target = self.outbox / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")
-        relation.write_csv(str(partial))
-        os.replace(partial, target)
+        with replaced_atomically(target) as partial:
+            relation.write_csv(str(partial))
         return target

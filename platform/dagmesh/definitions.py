@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 import dagster as dg
@@ -13,10 +12,10 @@ from dagmesh.assets import product_asset
 from dagmesh.automation import automation_sensor
 from dagmesh.dbt.assets import dbt_domain_assets
 from dagmesh.governance import enforce_at_load
-from dagmesh.masking import PII_KEY_ENV
 from dagmesh.product import Domain
 from dagmesh.registry import Registry
 from dagmesh.resources import MeshStorage
+from dagmesh.spec import product_names
 
 Executor = Literal["in_process", "multiprocess"]
 
@@ -37,10 +36,10 @@ def domain_definitions(domain: Domain, executor: Executor = "in_process") -> dg.
     """
     mesh = enforce_at_load(domain, Registry(config.registry_dir()))
     contracts = {
-        name: mesh.contracts.get(f"{domain.name}/{name}") for name in domain.product_names()
+        name: mesh.contracts.get(f"{domain.name}/{name}") for name in product_names(domain)
     }
     assets = [product_asset(p, contracts[p.name]) for p in domain.products.values()]
-    if domain.dbt is not None:
+    if domain.dbt_project_dir:
         specs = {s.name: s for s in mesh.specs.values() if s.domain == domain.name}
         assets.append(dbt_domain_assets(domain, contracts, specs))
     sla = {
@@ -58,8 +57,8 @@ def domain_definitions(domain: Domain, executor: Executor = "in_process") -> dg.
     )
     # The keyed-hash secret comes only from the environment (EnvVar: never
     # stored in the run's config); without it, PII columns are redacted.
-    keyed = bool(os.environ.get(PII_KEY_ENV))
-    mesh_storage = MeshStorage(pii_key=dg.EnvVar(PII_KEY_ENV)) if keyed else MeshStorage()
+    keyed = config.pii_key() is not None
+    mesh_storage = MeshStorage(pii_key=dg.EnvVar(config.PII_KEY_ENV)) if keyed else MeshStorage()
     return dg.Definitions(
         assets=assets,
         jobs=[job],

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from dagmesh.access import describe_access
 from dagmesh.contracts.breaking import requires_major_bump
 from dagmesh.contracts.checks import rule_problems
 from dagmesh.contracts.generate import (
@@ -30,16 +29,17 @@ from dagmesh.contracts.generate import (
     read_file,
 )
 from dagmesh.contracts.model import Contract
-from dagmesh.dbt.project import DbtProjectError
-from dagmesh.product import IDENTIFIER, Domain
+from dagmesh.dbt.project import DbtProjectError, dbt_project
+from dagmesh.errors import DagmeshError
+from dagmesh.product import GLOBAL_POLICY_NAMES, IDENTIFIER, Domain, describe_access
 from dagmesh.registry import MeshError, ProductInterface, Registry, interface_of
-from dagmesh.spec import ProductSpec, domain_specs
+from dagmesh.spec import ProductSpec, domain_specs, product_names
 from dagmesh.storage import OutputPort
 
 log = logging.getLogger("dagmesh")
 
 
-class GovernanceError(ValueError):
+class GovernanceError(DagmeshError, ValueError):
     """Products of a code location violate the mesh's policies."""
 
 
@@ -99,7 +99,7 @@ class MeshView:
             elif ref not in view.specs:
                 raise MeshError(
                     f"{consumer} consumes {ref!r}, but domain {producer!r} has no product "
-                    f"{name!r} (its products: {sorted(domain.product_names())})"
+                    f"{name!r} (its products: {sorted(product_names(domain))})"
                 )
         return view
 
@@ -125,7 +125,7 @@ class MeshView:
             if spec.domain == domain_name
             for ref in spec.consumes
         ]
-        project = self.domains[domain_name].dbt
+        project = dbt_project(self.domains[domain_name])
         if project is not None:
             used = {ref for _, ref in pairs}
             for producer, name in project.port_sources().values():
@@ -333,6 +333,10 @@ GLOBAL_POLICIES: dict[str, tuple[str, Check]] = {
     "domain_cycles": ("no dependency cycles between domains", _domain_cycles),
     "safe_names": ("product and column names are safe identifiers", _safe_names),
 }
+
+
+# The declaration layer reserves these names for domain policies.
+assert set(GLOBAL_POLICIES) == GLOBAL_POLICY_NAMES, set(GLOBAL_POLICIES) ^ GLOBAL_POLICY_NAMES
 
 
 def policy_violations(mesh: MeshView, domain_names: Iterable[str] | None = None) -> list[Violation]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 
+from dagmesh.errors import DagmeshError
 from dagmesh.product import Landing
 from dagmesh.sql import ident, literal, path_list
 
@@ -16,7 +17,7 @@ REJECT_REASON = "_reject_reason"
 SOURCE_FILE = "_source_file"
 
 
-class SourceFileError(RuntimeError):
+class SourceFileError(DagmeshError, RuntimeError):
     """A landing file cannot be read: names the product, the file and the problem."""
 
 

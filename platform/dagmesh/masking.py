@@ -24,9 +24,9 @@ from typing import Literal
 
 import duckdb
 
+from dagmesh.config import PII_KEY_ENV
 from dagmesh.sql import ident, literal
 
-PII_KEY_ENV = "DAGMESH_PII_KEY"
 Method = Literal["hash", "redact"]
 _BLOCK = 64  # SHA-256 block size, for HMAC's key padding
 

@@ -18,6 +18,23 @@ from typing import Any, Literal
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 
 Format = Literal["csv", "json", "parquet"]
+
+GLOBAL_POLICY_NAMES = frozenset(
+    {
+        "owner",
+        "description",
+        "contract",
+        "columns_documented",
+        "public_sla",
+        "public_blocking_check",
+        "known_products",
+        "access",
+        "domain_cycles",
+        "safe_names",
+    }
+)
+"""The mesh's global policies (:mod:`dagmesh.governance`): a domain policy
+may not take one of these names, so it cannot replace or switch one off."""
 Access = Literal["public", "internal", "private"]
 
 
@@ -45,6 +62,22 @@ def check_type(type_name: str, what: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_(), \[\]]+", type_name):
         raise ValueError(f"{what}: {type_name!r} is not a plain DuckDB type name")
     return type_name
+
+
+def allowed(producer: str, access: str, consumers: list[str], consumer_domain: str) -> bool:
+    """May ``consumer_domain`` read a product of ``producer`` with this access level?"""
+    if consumer_domain == producer or access == "public":
+        return True
+    return access == "internal" and consumer_domain in consumers
+
+
+def describe_access(producer: str, access: str, consumers: list[str]) -> str:
+    """Who may read a product, in words."""
+    if access == "public":
+        return "public (every domain)"
+    if access == "internal":
+        return f"internal to {producer} and {consumers or 'no other domain'}"
+    return f"private to {producer}"
 
 
 @dataclass(frozen=True)
@@ -196,7 +229,8 @@ def _caller_location(depth: int = 2) -> tuple[str, int]:
 class Domain:
     """A business domain: owns products, an owner team and a storage area.
 
-    Its products become one Dagster code location via :meth:`definitions`.
+    Its products become one Dagster code location through
+    :func:`dagmesh.definitions.domain_definitions`.
     Inputs are named ``"domain/product"``; a bare ``"product"`` means one of
     this domain's own products. ``dbt_project`` (a folder, relative to the
     project root) makes every model, seed and snapshot of that dbt project a
@@ -211,27 +245,9 @@ class Domain:
         self.description = description
         self.products: dict[str, Product] = {}
         self.dbt_project_dir = dbt_project
-        self._dbt: Any = None
         # The folder of the module declaring the domain: its contracts live beside it.
         self.home_dir = Path(_caller_location()[0]).resolve().parent
         self.policies: dict[str, Any] = {}
-
-    @property
-    def dbt(self):
-        """The domain's :class:`~dagmesh.dbt.project.DomainDbtProject`, or None."""
-        if self.dbt_project_dir and self._dbt is None:
-            from dagmesh.dbt.project import DomainDbtProject
-
-            self._dbt = DomainDbtProject(self.name, self.dbt_project_dir)
-        return self._dbt
-
-    def product_names(self) -> set[str]:
-        """Every product of the domain: declared here, and its dbt project's
-        (raises DbtProjectError if the dbt project does not compile)."""
-        names = set(self.products)
-        if self.dbt is not None:
-            names |= set(self.dbt.product_nodes())
-        return names
 
     @property
     def contracts_dir(self) -> Path:
@@ -248,10 +264,8 @@ class Domain:
         """
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            from dagmesh.governance import GLOBAL_POLICIES
-
             name = fn.__name__
-            if name in GLOBAL_POLICIES:
+            if name in GLOBAL_POLICY_NAMES:
                 raise ValueError(
                     f"domain {self.name}: policy {name!r} is a global policy; a domain may add "
                     "policies but cannot replace or switch off a global one"
@@ -372,9 +386,3 @@ class Domain:
             )
 
         return register
-
-    def definitions(self, **kwargs: Any):
-        """The Dagster ``Definitions`` of this domain's code location."""
-        from dagmesh.definitions import domain_definitions
-
-        return domain_definitions(self, **kwargs)

@@ -13,9 +13,8 @@ import yaml
 from dagmesh import audit_log
 from dagmesh.contracts.model import Contract
 from dagmesh.masking import write_masked
-from dagmesh.resources import MeshStorage
 from dagmesh.spec import ProductSpec
-from dagmesh.storage import CONTRACT_FILE, DATA_FILE, RAW_FILE
+from dagmesh.storage import CONTRACT_FILE, DATA_FILE, RAW_FILE, MeshStore
 
 
 def contract_text(contract: Contract) -> str:
@@ -26,7 +25,7 @@ def contract_text(contract: Contract) -> str:
 
 def publish_staged(
     con: duckdb.DuckDBPyConnection,
-    mesh: MeshStorage,
+    mesh: MeshStore,
     staging: Path,
     run_id: str,
     record: dict[str, Any],

@@ -25,13 +25,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagmesh.access import allowed
+from dagmesh.atomic import write_atomically
 from dagmesh.contracts.model import Contract
+from dagmesh.errors import DagmeshError
+from dagmesh.product import allowed
 from dagmesh.spec import ColumnSpec, ProductSpec
 from dagmesh.storage import OutputPort
 
@@ -39,7 +40,7 @@ FORMAT = 1
 """The registry document's format; a reader refuses a newer one."""
 
 
-class MeshError(ValueError):
+class MeshError(DagmeshError, ValueError):
     """The mesh's declarations are inconsistent (unknown product, unregistered
     domain, unreadable registry...)."""
 
@@ -243,13 +244,7 @@ class Registry:
             "products": {p.name: p.to_document() for p in sorted(products, key=lambda p: p.name)},
         }
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.path(name)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as handle:
-            json.dump(document, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        write_atomically(self.path(name), json.dumps(document, indent=1, sort_keys=True))
         self._entries.pop(name, None)
         return True
 

@@ -17,7 +17,6 @@ supply these keys".
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 import uuid
@@ -27,13 +26,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance
-from dagster._core.storage.dagster_run import DagsterRunStatus
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
+
+# No public API loads a workspace.yaml and answers GraphQL in-process: these
+# are what `dagster-graphql`'s own CLI uses for the same job.
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster_graphql.cli import execute_query
 
 from dagmesh import config
+from dagmesh.errors import DagmeshError
 from dagmesh.instance import ensure_dagster_home, quiet_tools
 from dagmesh.workspace import workspace_locations, workspace_subset
 
@@ -56,7 +58,7 @@ mutation LaunchRun($params: ExecutionParams!) {
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-class MaterializeError(RuntimeError):
+class MaterializeError(DagmeshError, RuntimeError):
     """The selection could not be materialized."""
 
 
@@ -203,13 +205,10 @@ def launch_run(context: WorkspaceProcessContext, keys: list[AssetKey], tags: dic
 
 
 def _materialized_in(instance: DagsterInstance, run_id: str) -> set[AssetKey]:
-    records = instance.get_records_for_run(run_id).records
-    return {
-        r.event_log_entry.dagster_event.asset_key
-        for r in records
-        if r.event_log_entry.dagster_event
-        and r.event_log_entry.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
-    }
+    records = instance.get_records_for_run(
+        run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    return {r.event_log_entry.dagster_event.asset_key for r in records}
 
 
 def _error_message(error) -> str:
@@ -232,13 +231,10 @@ def _failures(
     if run.status != DagsterRunStatus.FAILURE:
         return []
     missing = group - _materialized_in(instance, run.run_id)
-    records = instance.get_records_for_run(run.run_id).records
-    step_failures = [
-        r.event_log_entry
-        for r in records
-        if r.event_log_entry.dagster_event
-        and r.event_log_entry.dagster_event.event_type_value == "STEP_FAILURE"
-    ]
+    records = instance.get_records_for_run(
+        run.run_id, of_type=DagsterEventType.STEP_FAILURE
+    ).records
+    step_failures = [r.event_log_entry for r in records]
     if not step_failures:
         return [Failure("(run)", run.run_id, "the run failed before any step ran")]
     failures = []
@@ -327,7 +323,7 @@ def materialize(
     """
     quiet_tools()
     ensure_dagster_home()
-    max_runs = max_runs or int(os.environ.get("DAGMESH_MAX_RUNS", 0)) or os.cpu_count() or 2
+    max_runs = max_runs or config.max_runs()
     logging.getLogger("dagster.code_server").setLevel(logging.WARNING)
     refs = list(refs)
     only = locations_needed(refs, with_upstream)

@@ -23,12 +23,14 @@ import yaml
 
 from dagmesh import config
 from dagmesh.contracts.generate import sync
-from dagmesh.dbt.project import DomainDbtProject
+from dagmesh.dbt.project import DomainDbtProject, dbt_project
+from dagmesh.errors import DagmeshError
 from dagmesh.product import check_identifier
+from dagmesh.spec import product_names
 from dagmesh.workspace import load_domain, workspace_locations
 
 
-class ScaffoldError(ValueError):
+class ScaffoldError(DagmeshError, ValueError):
     """The domain cannot be created as asked; nothing was written."""
 
 
@@ -50,9 +52,11 @@ from dagmesh import Domain
 
 DEFINITIONS_TEMPLATE = '''"""The {name} domain's Dagster code location."""
 
+from dagmesh.definitions import domain_definitions
+
 from domains.{name}.products import {name}
 
-defs = {name}.definitions()
+defs = domain_definitions({name})
 '''
 
 WORKSPACE_ENTRY = """  - python_module:
@@ -313,22 +317,22 @@ def new_product(
         raise ScaffoldError(f"no domain {domain_name!r} (domains: {sorted(locations)})")
     _new_name(name, "product")
     domain = load_domain(locations[domain_name])
-    if name in domain.product_names():
+    if name in product_names(domain):
         raise ScaffoldError(f"{domain_name}/{name} already exists")
     description = description or f"The {name} product of the {domain_name} domain."
     written: list[Path] = []
     if kind == "dbt":
-        if domain.dbt is None:
+        project = dbt_project(domain)
+        if project is None:
             raise ScaffoldError(f"domain {domain_name!r} has no dbt project: use --sql or --python")
-        models = domain.dbt.project_dir / "models"
+        models = project.project_dir / "models"
         sql_file, yml_file = models / f"{name}.sql", models / f"{name}.yml"
         if sql_file.exists() or yml_file.exists():
             raise ScaffoldError(f"{sql_file} or {yml_file} already exists")
         sql_file.write_text(DBT_MODEL_TEMPLATE)
         yml_file.write_text(DBT_YML_TEMPLATE.format(name=name, description=json.dumps(description)))
         written += [sql_file, yml_file]
-        domain.dbt.prepare()
-        domain.dbt.__dict__.pop("manifest", None)  # read the new manifest
+        project.prepare()  # and read the new manifest
     else:
         template = SQL_PRODUCT_TEMPLATE if kind == "sql" else PYTHON_PRODUCT_TEMPLATE
         module = importlib.import_module(f"{locations[domain_name].package}.products")

@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagmesh.product import Domain, Product
+from dagmesh.dbt.manifest import (
+    PORTS_DATABASE,
+    classification,
+    column_tests,
+    node_access,
+    node_meta,
+)
+from dagmesh.dbt.project import dbt_project
+from dagmesh.product import Domain, Product, allowed
 
 
 @dataclass(frozen=True)
@@ -68,8 +76,6 @@ class ProductSpec:
 
     def readable_by(self, consumer_domain: str) -> bool:
         """True when ``consumer_domain`` may read this product."""
-        from dagmesh.access import allowed
-
         return allowed(self.domain, self.access, self.consumers, consumer_domain)
 
 
@@ -108,16 +114,15 @@ def python_spec(product: Product) -> ProductSpec:
     )
 
 
-def dbt_spec(domain: Domain, node: Mapping[str, Any], manifest: Mapping[str, Any]) -> ProductSpec:
+def dbt_spec(
+    domain: Domain, node: Mapping[str, Any], manifest: Mapping[str, Any], project_dir: Path
+) -> ProductSpec:
     """The spec of a dbt model, seed or snapshot of ``domain``'s project.
 
     Types, descriptions and classification (``meta.classification`` on the
     column, else on the model) come from the yml; required and unique from
     constraints and tests; the owner from the dbt group, else the domain.
     """
-    from dagmesh.dbt.project import PORTS_DATABASE
-    from dagmesh.dbt.translator import classification, column_tests, node_access, node_meta
-
     uid = node["unique_id"]
     tests = column_tests(manifest, uid)
     model_meta = node_meta(node)
@@ -169,7 +174,7 @@ def dbt_spec(domain: Domain, node: Mapping[str, Any], manifest: Mapping[str, Any
         primary_key=list(model_meta.get("primary_key") or []),
         consumes=sorted(set(consumes)),
         blocking_checks=blocking,
-        defined_in=domain.dbt.project_dir / node["original_file_path"],
+        defined_in=project_dir / node["original_file_path"],
     )
 
 
@@ -177,8 +182,19 @@ def domain_specs(domain: Domain) -> dict[str, ProductSpec]:
     """Every product of ``domain`` (declared in Python and built by its dbt
     project), by name."""
     specs = {name: python_spec(p) for name, p in domain.products.items()}
-    if domain.dbt is not None:
-        manifest = domain.dbt.manifest
-        for name, node in domain.dbt.product_nodes().items():
-            specs[name] = dbt_spec(domain, node, manifest)
+    project = dbt_project(domain)
+    if project is not None:
+        manifest = project.manifest
+        for name, node in project.product_nodes().items():
+            specs[name] = dbt_spec(domain, node, manifest, project.project_dir)
     return specs
+
+
+def product_names(domain: Domain) -> set[str]:
+    """Every product of ``domain``: declared in Python, and its dbt project's
+    (raises DbtProjectError if the dbt project does not compile)."""
+    names = set(domain.products)
+    project = dbt_project(domain)
+    if project is not None:
+        names |= set(project.product_nodes())
+    return names

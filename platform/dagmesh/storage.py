@@ -26,10 +26,16 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+import duckdb
+
+from dagmesh.atomic import write_atomically
+from dagmesh.config import default_memory_limit
+from dagmesh.errors import DagmeshError
 
 DATA_FILE = "data.parquet"
 RAW_FILE = "raw.parquet"
@@ -37,7 +43,7 @@ CONTRACT_FILE = "contract.yaml"
 VERSION_FILE = "version.json"
 
 
-class PortNotPublishedError(RuntimeError):
+class PortNotPublishedError(DagmeshError, RuntimeError):
     """A product was read before any version of it was published."""
 
 
@@ -163,7 +169,7 @@ class OutputPort:
             raise FileNotFoundError(f"{self.ref}: staging {staging} holds no {DATA_FILE}")
         version = new_version_id(run_id)
         record = {"product": self.ref, "version": version, "run_id": run_id, **record}
-        _write_atomically(staging / VERSION_FILE, json.dumps(record, indent=2, default=str))
+        write_atomically(staging / VERSION_FILE, json.dumps(record, indent=2, default=str))
         _fsync_dir(staging)
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         final = self.versions_dir / version
@@ -199,18 +205,56 @@ class OutputPort:
         return removed
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class MeshStore:
+    """The mesh's storage as the engine uses it: output ports under the data
+    directory, and an in-memory DuckDB per step (no Dagster here: the
+    Dagster resource :class:`dagmesh.resources.MeshStorage` hands one out).
+
+    Every step opens its own in-memory DuckDB (spilling to the domain's
+    ``tmp/`` folder) and reads its inputs from published Parquet versions, so
+    parallel steps and concurrent runs never contend for a database file.
+    """
+
+    home_path: Path
+    keep_versions: int = 5
+    memory_limit: str | None = None
+    threads: int | None = None
+    pii_key: str | None = field(default=None, repr=False)
+
+    def masking_key(self) -> bytes | None:
+        """The keyed-hash secret of joinable PII columns, or None."""
+        return self.pii_key.encode() if self.pii_key else None
+
+    @property
+    def landing_path(self) -> Path:
+        """Where source systems drop raw files."""
+        return self.home_path / "landing"
+
+    def port(self, domain: str, product: str) -> OutputPort:
+        """The output port of ``domain/product``."""
+        return OutputPort(self.home_path, domain, product)
+
+    def domain_dir(self, domain: str) -> Path:
+        """The storage area that only ``domain`` writes."""
+        return self.home_path / "domains" / domain
+
+    def connect(self, domain: str) -> duckdb.DuckDBPyConnection:
+        """A fresh in-memory DuckDB for one step of ``domain``."""
+        spill = self.domain_dir(domain) / "tmp"
+        spill.mkdir(parents=True, exist_ok=True)
+        settings: dict[str, str | int | bool] = {
+            "temp_directory": str(spill),
+            "memory_limit": self.memory_limit or default_memory_limit(),
+        }
+        if self.threads:
+            settings["threads"] = self.threads
+        return duckdb.connect(":memory:", config=settings)

@@ -24,6 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 from dagmesh.contracts.model import API_VERSION, Contract
+from dagmesh.errors import DagmeshError
 from dagmesh.product import Domain
 from dagmesh.spec import ProductSpec, domain_specs
 
@@ -59,7 +60,7 @@ _LOGICAL = [
 ]
 
 
-class ContractError(ValueError):
+class ContractError(DagmeshError, ValueError):
     """A contract file cannot be read."""
 
 

@@ -23,6 +23,7 @@ from dagster_dbt.asset_utils import (
 from dagmesh import config
 from dagmesh.assets import check_specs
 from dagmesh.contracts.model import Contract
+from dagmesh.dbt.project import dbt_project
 from dagmesh.dbt.run import pool_name, run_dbt_products, typed_columns
 from dagmesh.dbt.translator import MeshDbtTranslator
 from dagmesh.product import Domain
@@ -45,9 +46,9 @@ def dbt_domain_assets(
     The manifest is the prepared one; it is parsed again only when a file of
     the project is newer (an edit during development).
     """
-    project = domain.dbt
+    project = dbt_project(domain)
     project.ensure_prepared()
-    dbt_project = DbtProject(
+    dagster_project = DbtProject(
         project.project_dir,
         target_path=project.target_path,
         profiles_dir=project.write_profile(config.mesh_home()),
@@ -60,11 +61,12 @@ def dbt_domain_assets(
         exclude=DBT_DEFAULT_EXCLUDE,
         selector=DBT_DEFAULT_SELECTOR,
         io_manager_key=None,
-        project=dbt_project,
+        project=dagster_project,
     )
     # The specs the code location's governance check already read, else read here.
     specs_by_name = {
-        name: (specs or {}).get(name) or dbt_spec(domain, node, project.manifest)
+        name: (specs or {}).get(name)
+        or dbt_spec(domain, node, project.manifest, project.project_dir)
         for name, node in project.product_nodes().items()
     }
     contract_checks = [

@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -24,20 +24,19 @@ from typing import Any
 import yaml
 
 from dagmesh import config
+from dagmesh.atomic import write_atomically
+from dagmesh.config import default_memory_limit
+from dagmesh.dbt.manifest import PORTS_DATABASE
+from dagmesh.errors import DagmeshError
 from dagmesh.instance import QUIET_ENV
-from dagmesh.resources import default_memory_limit
+from dagmesh.product import Domain
 
-PORTS_DATABASE = "ports"
-"""The database name under which a dbt project reads published products:
-a source ``{name: sales, database: ports, tables: [{name: orders}]}`` reads
-the current version of ``sales/orders``."""
-
-DEFAULT_TARGET = "embedded"
+DEFAULT_TARGET = config.DEFAULT_DBT_TARGET
 PRODUCT_TYPES = ("model", "seed", "snapshot")
 IGNORED_DIRS = {"target", "logs", "dbt_packages", "dbt_modules"}
 
 
-class DbtProjectError(RuntimeError):
+class DbtProjectError(DagmeshError, RuntimeError):
     """A domain's dbt project cannot be used (missing, or does not compile)."""
 
 
@@ -148,9 +147,7 @@ class DomainDbtProject:
         path = state / "profiles.yml"
         if not path.exists() or path.read_text() != text:
             # Atomically: a dbt process of an earlier run may be reading it.
-            tmp = path.with_name(f".profiles.yml.{os.getpid()}")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+            write_atomically(path, text, durable=False)
         return state
 
     def database_path(self, home: Path) -> Path:
@@ -251,17 +248,26 @@ class DomainDbtProject:
         }
 
 
+_PROJECTS: weakref.WeakKeyDictionary[Domain, DomainDbtProject] = weakref.WeakKeyDictionary()
+
+
+def dbt_project(domain: Domain) -> DomainDbtProject | None:
+    """``domain``'s dbt project, or None when it has none (one object per
+    domain, so its manifest is read once)."""
+    if not domain.dbt_project_dir:
+        return None
+    if domain not in _PROJECTS:
+        _PROJECTS[domain] = DomainDbtProject(domain.name, domain.dbt_project_dir)
+    return _PROJECTS[domain]
+
+
 def selected_target() -> str:
     """The dbt target runs use: ``DAGMESH_DBT_TARGET``, else ``embedded``."""
-    return os.environ.get("DAGMESH_DBT_TARGET") or DEFAULT_TARGET
+    return config.dbt_target()
 
 
 def _declared_targets() -> dict[str, dict[str, Any]]:
-    pyproject = config.project_root() / "pyproject.toml"
-    if not pyproject.is_file():
-        return {}
-    settings = tomllib.loads(pyproject.read_text())
-    targets = settings.get("tool", {}).get("dagmesh", {}).get("dbt_targets", {})
+    targets = config.tool_settings().get("dbt_targets", {})
     for name, target in targets.items():
         if "path" not in target:
             raise DbtProjectError(f"[tool.dagmesh.dbt_targets.{name}] needs a path")

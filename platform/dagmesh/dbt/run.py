@@ -18,7 +18,6 @@ Runs of one domain's dbt project hold the Dagster pool ``dagmesh-dbt-<domain>``
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections import defaultdict
@@ -36,16 +35,18 @@ from packaging import version
 
 from dagmesh.access import AccessDeniedError, UpstreamNotPublishedError, read_port
 from dagmesh.assets import alert_blocked, check_result, preview_table
+from dagmesh.atomic import replaced_atomically
 from dagmesh.audit import check_columns, masked_select
 from dagmesh.build import preview_rows
+from dagmesh.config import default_memory_limit
 from dagmesh.contracts.checks import run_quality_rules
 from dagmesh.contracts.model import Contract
-from dagmesh.dbt.project import PORTS_DATABASE, DomainDbtProject, dbt_executable
-from dagmesh.dbt.translator import classification
+from dagmesh.dbt.manifest import PORTS_DATABASE, classification
+from dagmesh.dbt.project import DomainDbtProject, dbt_executable, dbt_project
 from dagmesh.instance import quiet_tools
 from dagmesh.product import Domain
 from dagmesh.publish import publish_staged
-from dagmesh.resources import MeshStorage, default_memory_limit
+from dagmesh.resources import MeshStorage
 from dagmesh.spec import ProductSpec, dbt_spec
 from dagmesh.sql import ident, literal
 from dagmesh.storage import DATA_FILE
@@ -87,19 +88,17 @@ class Problem:
 
 def write_ports(path: Path, files: dict[tuple[str, str], Path]) -> None:
     """A DuckDB file of views ``<domain>.<product>`` over pinned Parquet versions."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    con = duckdb.connect(str(tmp))
-    try:
-        for domain, product in sorted(files):
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(domain)}")
-            con.execute(
-                f"CREATE VIEW {ident(domain)}.{ident(product)} AS "
-                f"SELECT * FROM read_parquet({literal(files[(domain, product)])})"
-            )
-    finally:
-        con.close()
-    os.replace(tmp, path)
+    with replaced_atomically(path) as tmp:
+        con = duckdb.connect(str(tmp))
+        try:
+            for domain, product in sorted(files):
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(domain)}")
+                con.execute(
+                    f"CREATE VIEW {ident(domain)}.{ident(product)} AS "
+                    f"SELECT * FROM read_parquet({literal(files[(domain, product)])})"
+                )
+        finally:
+            con.close()
     path.with_name(path.name + ".wal").unlink(missing_ok=True)
 
 
@@ -248,7 +247,7 @@ def run_dbt_products(
     """The body of a domain's dbt assets: pin inputs, ``dbt build``, run each
     built model's contract rules, publish what passed, then fail the step
     naming everything that did not."""
-    project = domain.dbt
+    project = dbt_project(domain)
     home = mesh.home_path
     memory_limit = mesh.memory_limit or default_memory_limit()
     state = project.write_profile(home, memory_limit=memory_limit, threads=mesh.threads)
@@ -282,7 +281,7 @@ def run_dbt_products(
             parents = node.get("depends_on", {}).get("nodes", [])
             inputs = dict(pinned[uid] for uid in parents if uid in pinned)
             started = time.perf_counter()
-            spec = dbt_spec(domain, node, build.manifest)
+            spec = dbt_spec(domain, node, build.manifest, project.project_dir)
             staged = _publish(
                 con, mesh, key, spec, contracts.get(node["name"]), node, context.run.run_id, inputs
             )
@@ -379,7 +378,7 @@ def _publish(
             "dbt": {"package": node["package_name"], "unique_id": node["unique_id"]},
             "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        version = publish_staged(con, mesh, staging, run_id, record, spec, contract)
+        version = publish_staged(con, mesh.store(), staging, run_id, record, spec, contract)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     declared = node.get("columns", {})

@@ -12,42 +12,13 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtP
 from dagmesh.assets import contract_metadata, freshness_policy
 from dagmesh.automation import from_dbt_meta
 from dagmesh.contracts.model import Contract
-from dagmesh.dbt.project import PORTS_DATABASE
-
-# dbt's model access levels, read as the mesh's: `protected` (dbt's default)
-# lets other dbt projects ref a model only when allowed, like `internal`.
-ACCESS_LEVELS = {"public": "public", "protected": "internal", "private": "private"}
-
-
-def node_meta(props: Mapping[str, Any]) -> dict[str, Any]:
-    """A dbt node's or column's ``meta``, ``config.meta`` taking precedence."""
-    return {**props.get("meta", {}), **props.get("config", {}).get("meta", {})}
-
-
-def classification(column: Mapping[str, Any], node: Mapping[str, Any] | None = None) -> str | None:
-    """A dbt column's ``meta.classification`` (``pii``, ``pseudonymous``...),
-    else its model's (``+meta: {classification: internal}``)."""
-    for props in (column, node or {}):
-        if value := node_meta(props).get("classification"):
-            return str(value)
-    return None
-
-
-def node_access(props: Mapping[str, Any]) -> str:
-    """The mesh access level of a dbt node (seeds and snapshots: internal)."""
-    return ACCESS_LEVELS.get(props.get("access") or "protected", "internal")
-
-
-def column_tests(manifest: Mapping[str, Any], unique_id: str) -> dict[str, set[str]]:
-    """Generic dbt tests on single columns of a node: column → {unique, not_null...}."""
-    tested: dict[str, set[str]] = {}
-    for node in manifest["nodes"].values():
-        if node["resource_type"] == "test" and node.get("attached_node") == unique_id:
-            rule = (node.get("test_metadata") or {}).get("name")
-            column = node.get("column_name")
-            if rule and column:
-                tested.setdefault(column, set()).add(rule)
-    return tested
+from dagmesh.dbt.manifest import (
+    PORTS_DATABASE,
+    classification,
+    column_tests,
+    node_access,
+    node_meta,
+)
 
 
 def dbt_column_schema(
