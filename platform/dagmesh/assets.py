@@ -7,40 +7,22 @@ from collections.abc import Iterator
 import dagster as dg
 
 from dagmesh.access import AccessDeniedError, UpstreamNotPublishedError
-from dagmesh.alerts import Alert, send_alert
-from dagmesh.audit import AuditOutcome, audit_checks
+from dagmesh.audit import audit_checks
 from dagmesh.build import BuildResult, build_product
 from dagmesh.contracts.checks import quality_checks
 from dagmesh.contracts.model import Contract
 from dagmesh.landing import SourceFileError
 from dagmesh.product import Product
 from dagmesh.resources import MeshStorage
+from dagmesh.results import alert_blocked, check_result, column_schema, publication_metadata
+from dagmesh.spec import python_spec
 
 TAG_PREFIX = "dagmesh"
 
 
-def column_schema(product: Product) -> dg.TableSchema:
-    """The product's columns as Dagster's ``dagster/column_schema``."""
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(
-                name=c.name,
-                type=c.type,
-                description=c.description,
-                constraints=dg.TableColumnConstraints(
-                    nullable=c.nullable and c.name not in product.primary_key,
-                    unique=product.primary_key == [c.name],
-                ),
-                tags={"classification": c.classification} if c.classification else None,
-            )
-            for c in product.columns
-        ]
-    )
-
-
 def _definition_metadata(product: Product, contract: Contract | None) -> dict[str, object]:
     metadata: dict[str, object] = {
-        "dagster/column_schema": column_schema(product),
+        "dagster/column_schema": column_schema(python_spec(product)),
         "dagmesh/product": product.ref,
         "dagmesh/access": product.access,
         "dagmesh/consumes": json.dumps(sorted(product.consumes.values())),
@@ -76,31 +58,15 @@ def contract_metadata(contract: Contract | None) -> dict[str, object]:
     return metadata
 
 
-def _materialization_metadata(result: BuildResult) -> dict[str, object]:
-    metadata: dict[str, object] = {
-        "dagster/row_count": result.rows,
-        "dagmesh/version": result.version,
-        "dagmesh/port": dg.MetadataValue.path(result.port_file),
-        "dagmesh/inputs": dg.MetadataValue.json(result.inputs),
-    }
-    if result.product.sources:
+def _materialization_metadata(product: Product, result: BuildResult) -> dict[str, object]:
+    metadata = publication_metadata(result)
+    if product.sources:
         metadata["dagmesh/source_files"] = result.source_files
         metadata["dagmesh/quarantined_rows"] = sum(
             n for reasons in result.quarantined.values() for n in reasons.values()
         )
         metadata["dagmesh/quarantine"] = dg.MetadataValue.json(result.quarantined)
-    if result.preview:
-        metadata["preview"] = preview_table(result.preview)
     return metadata
-
-
-def preview_table(rows: list[dict[str, str]]) -> dg.TableMetadataValue:
-    """Preview rows (from :func:`dagmesh.build.preview_rows`) as a Dagster table."""
-    columns = list(rows[0]) if rows else []
-    return dg.MetadataValue.table(
-        records=[dg.TableRecord(row) for row in rows],
-        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]),
-    )
 
 
 def freshness_policy(contract: Contract | None) -> dg.FreshnessPolicy | None:
@@ -128,30 +94,12 @@ def check_specs(
     return specs
 
 
-def check_result(key: dg.AssetKey, outcome: AuditOutcome) -> dg.AssetCheckResult:
-    """An audit outcome as the Dagster check result of ``key`` (WARN when
-    the rule does not block publication)."""
-    return dg.AssetCheckResult(
-        check_name=outcome.check,
-        asset_key=key,
-        passed=outcome.passed,
-        severity=dg.AssetCheckSeverity.ERROR if outcome.blocking else dg.AssetCheckSeverity.WARN,
-        description="; ".join(outcome.violations) or outcome.description,
-        metadata=outcome.metadata,
-    )
-
-
-def alert_blocked(ref: str, message: str, run_id: str) -> None:
-    """Send the alert of a publication stopped by a blocking check."""
-    send_alert(Alert("check_failure", ref, message, {"run_id": run_id}))
-
-
 def product_asset(product: Product, contract: Contract | None = None) -> dg.AssetsDefinition:
     """The Dagster asset of a product: key ``[domain, name]``, deps on what it
     consumes, blocking audit checks and the contract's quality rules, its
     freshness SLA, and write–audit–publish as its body."""
     key = dg.AssetKey(product.key_path)
-    builtin = audit_checks(product)
+    builtin = audit_checks(python_spec(product))
     specs = check_specs(key, builtin, contract)
     tags = {f"{TAG_PREFIX}/domain": product.domain, f"{TAG_PREFIX}/access": product.access}
     if any(c.is_pii for c in product.columns):
@@ -193,7 +141,7 @@ def product_asset(product: Product, contract: Contract | None = None) -> dg.Asse
                 metadata={"skipped_checks": sorted({s.name for s in specs} - ran)},
             )
         yield dg.MaterializeResult(
-            asset_key=key, metadata=_materialization_metadata(result), check_results=checks
+            asset_key=key, metadata=_materialization_metadata(product, result), check_results=checks
         )
 
     return _product

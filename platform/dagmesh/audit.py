@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from dagmesh.product import Product
+from dagmesh.spec import ProductSpec
 from dagmesh.sql import ident, literal
 
 MASK = "***"
@@ -41,9 +40,11 @@ def normalize_type(type_name: str) -> str:
         return type_name.upper()
 
 
-def check_schema(product: Product, columns: list[str], types: list[str]) -> AuditOutcome:
-    """The computed result has every declared column with the declared type."""
-    return check_columns(product.ref, [(c.name, c.type) for c in product.columns], columns, types)
+def check_schema(spec: ProductSpec, columns: list[str], types: list[str]) -> AuditOutcome:
+    """The result has every column the spec types, with that type."""
+    return check_columns(
+        spec.ref, [(c.name, c.type) for c in spec.columns if c.type], columns, types
+    )
 
 
 def check_columns(
@@ -82,26 +83,19 @@ def masked_select(columns: Iterable[str], personal: Collection[str]) -> str:
     )
 
 
-def masked_columns(product: Product) -> str:
-    """The product's columns as :func:`masked_select`, personal data masked."""
-    return masked_select(
-        [c.name for c in product.columns], {c.name for c in product.columns if c.is_pii}
-    )
-
-
 def _sample(
-    con: duckdb.DuckDBPyConnection, product: Product, data: str, where: str
+    con: duckdb.DuckDBPyConnection, spec: ProductSpec, data: str, where: str
 ) -> list[dict[str, Any]]:
-    shown = masked_columns(product)
+    shown = masked_select([c.name for c in spec.columns], spec.personal)
     rel = con.sql(f"SELECT {shown} FROM {data} WHERE {where} LIMIT {SAMPLE_ROWS}")
     return [dict(zip(rel.columns, map(str, row), strict=True)) for row in rel.fetchall()]
 
 
 def check_not_null(
-    con: duckdb.DuckDBPyConnection, product: Product, data: str, rows: int
+    con: duckdb.DuckDBPyConnection, spec: ProductSpec, data: str, rows: int
 ) -> AuditOutcome | None:
-    """Columns declared ``nullable=False`` (and primary key columns) hold no NULLs."""
-    required = [c.name for c in product.columns if not c.nullable or c.name in product.primary_key]
+    """Required columns (``nullable=False`` and primary key) hold no NULLs."""
+    required = [c.name for c in spec.columns if c.required]
     if not required:
         return None
     counts = con.execute(
@@ -112,9 +106,9 @@ def check_not_null(
     violations = []
     for column, nulls in zip(required, counts, strict=True):
         if nulls:
-            sample = _sample(con, product, data, f"{ident(column)} IS NULL")
+            sample = _sample(con, spec, data, f"{ident(column)} IS NULL")
             violations.append(
-                f"{product.ref}: column {column!r} violates not_null: {nulls} of {rows} rows "
+                f"{spec.ref}: column {column!r} violates not_null: {nulls} of {rows} rows "
                 f"are NULL; sample: {sample}"
             )
     return AuditOutcome(
@@ -127,12 +121,12 @@ def check_not_null(
 
 
 def check_primary_key(
-    con: duckdb.DuckDBPyConnection, product: Product, data: str, rows: int
+    con: duckdb.DuckDBPyConnection, spec: ProductSpec, data: str, rows: int
 ) -> AuditOutcome | None:
     """The primary key identifies every row once."""
-    if not product.primary_key:
+    if not spec.primary_key:
         return None
-    key = ", ".join(ident(c) for c in product.primary_key)
+    key = ", ".join(ident(c) for c in spec.primary_key)
     duplicated = con.execute(
         f"SELECT count(*), coalesce(sum(n), 0) FROM "
         f"(SELECT count(*) AS n FROM {data} GROUP BY {key} HAVING count(*) > 1)"
@@ -140,39 +134,43 @@ def check_primary_key(
     violations = []
     if duplicated[0]:
         where = f"({key}) IN (SELECT ({key}) FROM {data} GROUP BY {key} HAVING count(*) > 1)"
-        sample = _sample(con, product, data, where)
+        sample = _sample(con, spec, data, where)
         violations.append(
-            f"{product.ref}: column {'+'.join(product.primary_key)!r} violates primary_key: "
+            f"{spec.ref}: column {'+'.join(spec.primary_key)!r} violates primary_key: "
             f"{duplicated[0]} key values occur more than once ({duplicated[1]} of {rows} rows); "
             f"sample: {sample}"
         )
     return AuditOutcome(
         "primary_key",
         not violations,
-        f"{product.primary_key} is unique",
+        f"{spec.primary_key} is unique",
         violations,
         {"duplicate_keys": int(duplicated[0])},
     )
 
 
-def audit_staged(
-    con: duckdb.DuckDBPyConnection, product: Product, data_file: Path, rows: int
+def row_audits(
+    con: duckdb.DuckDBPyConnection, spec: ProductSpec, data: str, rows: int
 ) -> list[AuditOutcome]:
-    """Run the row-level rules over the staged Parquet file."""
-    data = f"read_parquet({literal(data_file)})"
+    """The platform's row-level audits a product declares (not-null, primary
+    key) over the staged data; dbt models have dbt's tests instead."""
+    if not spec.row_audits:
+        return []
     outcomes = [
-        check_not_null(con, product, data, rows),
-        check_primary_key(con, product, data, rows),
+        check_not_null(con, spec, data, rows),
+        check_primary_key(con, spec, data, rows),
     ]
     return [o for o in outcomes if o is not None]
 
 
-def audit_checks(product: Product) -> dict[str, str]:
-    """The audit checks a product gets (one blocking Dagster asset check each),
-    by name, with what each one guarantees."""
-    checks = {"schema": "Declared columns are present with their declared types."}
-    if product.primary_key or any(not c.nullable for c in product.columns):
+def audit_checks(spec: ProductSpec) -> dict[str, str]:
+    """The platform's audit checks of a product (one blocking Dagster asset
+    check each), by name, with what each one guarantees."""
+    checks = {}
+    if any(c.type for c in spec.columns):
+        checks["schema"] = "Declared columns are present with their declared types."
+    if spec.row_audits and any(c.required for c in spec.columns):
         checks["not_null"] = "Required and primary-key columns hold no NULLs."
-    if product.primary_key:
-        checks["primary_key"] = f"{product.primary_key} identifies each row once."
+    if spec.row_audits and spec.primary_key:
+        checks["primary_key"] = f"{spec.primary_key} identifies each row once."
     return checks

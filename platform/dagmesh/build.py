@@ -1,70 +1,41 @@
-"""Write–audit–publish of one product, independent of Dagster.
+"""How a SQL or Python product stages its data, independent of Dagster.
 
 1. attach inputs: consumed products from their published versions, landing
    sources through shape checks and quarantine;
 2. compute (SQL or Python) inside this step's DuckDB;
-3. write the declared columns to a staging Parquet file;
-4. audit the staged data (schema, not-null, primary key);
-5. publish atomically, or discard the staging folder and leave the last good
-   version in place.
+3. check the result's schema and write the declared columns to staging;
+4. then the one write–audit–publish path every kind shares
+   (:func:`dagmesh.publish.audit_and_publish`): audit, publish atomically or
+   leave the last good version in place.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import time
-from collections.abc import Collection
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import duckdb
 
 from dagmesh.access import read_port
-from dagmesh.audit import AuditOutcome, audit_staged, check_schema, masked_select
+from dagmesh.audit import check_schema
 from dagmesh.context import ProductContext
-from dagmesh.contracts.checks import run_quality_rules
 from dagmesh.contracts.model import Contract
 from dagmesh.landing import REJECT_REASON, attach_landing, diagnose
 from dagmesh.product import Product
-from dagmesh.publish import publish_staged
+from dagmesh.publish import Publication, audit_and_publish
 from dagmesh.spec import python_spec
 from dagmesh.sql import ident, literal
 from dagmesh.storage import DATA_FILE, MeshStore
 
-PREVIEW_ROWS = 5
-
 
 @dataclass
-class BuildResult:
-    """What building one product produced."""
+class BuildResult(Publication):
+    """What building one SQL or Python product produced: its publication,
+    plus what its landing sources set aside."""
 
-    product: Product
-    outcomes: list[AuditOutcome]
-    version: str | None = None
-    rows: int = 0
-    inputs: dict[str, str] = field(default_factory=dict)
     quarantined: dict[str, dict[str, int]] = field(default_factory=dict)
     source_files: int = 0
-    preview: list[dict[str, str]] = field(default_factory=list)
-    port_file: str | None = None
-
-    @property
-    def published(self) -> bool:
-        """True when the new version became the output port."""
-        return self.version is not None
-
-    @property
-    def blocked(self) -> bool:
-        """True when a blocking audit failed."""
-        return any(not o.passed and o.blocking for o in self.outcomes)
-
-    @property
-    def failure_message(self) -> str:
-        """Every blocking violation, one per line."""
-        return "\n".join(
-            v for o in self.outcomes if not o.passed and o.blocking for v in o.violations
-        )
 
 
 def _attach_upstream(
@@ -108,18 +79,6 @@ def _quarantine_counts(con: duckdb.DuckDBPyConnection, scans) -> dict[str, dict[
     return counts
 
 
-def preview_rows(
-    con: duckdb.DuckDBPyConnection, data_file: Path | str, personal: Collection[str]
-) -> list[dict[str, str]]:
-    """The first rows of a published file as text, the ``personal`` columns masked."""
-    rel = con.sql(f"SELECT * FROM read_parquet({literal(data_file)}) LIMIT {PREVIEW_ROWS}")
-    shown = rel.select(masked_select(rel.columns, personal))
-    return [
-        {c: "NULL" if v is None else v for c, v in zip(shown.columns, row, strict=True)}
-        for row in shown.fetchall()
-    ]
-
-
 def build_product(
     product: Product,
     mesh: MeshStore,
@@ -142,49 +101,32 @@ def build_product(
             for alias, source in product.sources.items()
         ]
         ctx = ProductContext(product, con, run_id, mesh.domain_dir(product.domain), log)
+        spec = python_spec(product)
         try:
             relation = _compute(ctx)
-            schema = check_schema(product, relation.columns, [str(t) for t in relation.types])
-            result = BuildResult(product, [schema], inputs=inputs)
+            # Before writing: a missing column would fail the write below.
+            schema = check_schema(spec, relation.columns, [str(t) for t in relation.types])
+            result = BuildResult(spec, [schema], inputs=inputs)
             if not schema.passed:
                 return result
-            data_file = staging / DATA_FILE
             columns = ", ".join(ident(c.name) for c in product.columns)
-            relation.select(columns).write_parquet(str(data_file), compression="zstd")
+            relation.select(columns).write_parquet(str(staging / DATA_FILE), compression="zstd")
         except duckdb.Error:
             for scan in scans:
                 diagnose(con, product.ref, product.sources[scan.alias], scan.files)
             raise
-        result.rows = con.execute(
-            f"SELECT count(*) FROM read_parquet({literal(data_file)})"
-        ).fetchall()[0][0]
-        spec = python_spec(product)
-        result.outcomes += audit_staged(con, product, data_file, result.rows)
-        result.outcomes += run_quality_rules(
-            con,
-            product.ref,
-            contract,
-            f"read_parquet({literal(data_file)})",
-            result.rows,
-            [c.name for c in product.columns],
-            spec.personal,
-        )
         result.quarantined = _quarantine_counts(con, scans)
         result.source_files = sum(len(s.files) for s in scans)
-        if result.blocked:
-            return result
-        record = {
-            "rows": result.rows,
-            "columns": {c.name: c.type for c in product.columns},
-            "inputs": inputs,
-            "quarantined": result.quarantined,
-            "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        result.version = publish_staged(con, mesh, staging, run_id, record, spec, contract)
-        current = port.require_current()
-        result.port_file = str(port.current_link / DATA_FILE)
-        result.preview = preview_rows(con, current.owner_file, spec.personal)
-        return result
+        return audit_and_publish(
+            con,
+            mesh,
+            result,
+            contract,
+            staging,
+            run_id,
+            column_types={c.name: c.type for c in product.columns},
+            extra={"quarantined": result.quarantined},
+        )
     finally:
         con.close()
         if staging.exists():

@@ -294,6 +294,37 @@ class Domain:
         )
         return {alias: ref if "/" in ref else f"{self.name}/{ref}" for alias, ref in pairs}
 
+    def _declare(
+        self,
+        name: str,
+        *,
+        columns: Sequence[Column],
+        consumes: Mapping[str, str] | Sequence[str] | None,
+        sources: Mapping[str, Landing] | None,
+        primary_key: str | Sequence[str],
+        owner: str | None,
+        consumers: Sequence[str],
+        refresh: Any,
+        tags: Mapping[str, str] | None,
+        **fields: Any,
+    ) -> Product:
+        """Add the product the keyword arguments of a declaration describe."""
+        return self._add(
+            Product(
+                domain=self.name,
+                name=name,
+                columns=list(columns),
+                owner=owner or self.owner,
+                consumes=self._qualify(consumes),
+                sources=dict(sources or {}),
+                primary_key=[primary_key] if isinstance(primary_key, str) else list(primary_key),
+                consumers=list(consumers),
+                automation=refresh,
+                tags=dict(tags or {}),
+                **fields,
+            )
+        )
+
     def sql_product(
         self,
         name: str,
@@ -320,24 +351,21 @@ class Domain:
         how it stays up to date: :func:`dagmesh.automation.when_upstream_changes`,
         :func:`~dagmesh.automation.on_cron` or on demand (None).
         """
-        return self._add(
-            Product(
-                domain=self.name,
-                name=name,
-                description=description,
-                columns=list(columns),
-                owner=owner or self.owner,
-                sql=sql,
-                consumes=self._qualify(consumes),
-                sources=dict(sources or {}),
-                primary_key=[primary_key] if isinstance(primary_key, str) else list(primary_key),
-                access=access,
-                consumers=list(consumers),
-                classification=classification,
-                automation=refresh,
-                tags=dict(tags or {}),
-                defined_at=_caller_location(),
-            )
+        return self._declare(
+            name,
+            sql=sql,
+            defined_at=_caller_location(),
+            description=description,
+            columns=columns,
+            consumes=consumes,
+            sources=sources,
+            primary_key=primary_key,
+            owner=owner,
+            access=access,
+            consumers=consumers,
+            classification=classification,
+            refresh=refresh,
+            tags=tags,
         )
 
     def python_product(
@@ -363,26 +391,21 @@ class Domain:
         """
 
         def register(fn: Callable[..., Any]) -> Product:
-            return self._add(
-                Product(
-                    domain=self.name,
-                    name=name or fn.__name__,
-                    description=description,
-                    columns=list(columns),
-                    owner=owner or self.owner,
-                    compute=fn,
-                    consumes=self._qualify(consumes),
-                    sources=dict(sources or {}),
-                    primary_key=(
-                        [primary_key] if isinstance(primary_key, str) else list(primary_key)
-                    ),
-                    access=access,
-                    consumers=list(consumers),
-                    classification=classification,
-                    automation=refresh,
-                    tags=dict(tags or {}),
-                    defined_at=(inspect.getsourcefile(fn) or "", fn.__code__.co_firstlineno),
-                )
+            return self._declare(
+                name or fn.__name__,
+                compute=fn,
+                defined_at=(inspect.getsourcefile(fn) or "", fn.__code__.co_firstlineno),
+                description=description,
+                columns=columns,
+                consumes=consumes,
+                sources=sources,
+                primary_key=primary_key,
+                owner=owner,
+                access=access,
+                consumers=consumers,
+                classification=classification,
+                refresh=refresh,
+                tags=tags,
             )
 
         return register

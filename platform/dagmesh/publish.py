@@ -1,9 +1,17 @@
-"""The publish step shared by Python and dbt products: mask personal data
-for other domains, keep the contract with the version, publish atomically,
-record the publish in the audit log."""
+"""Write–audit–publish, once for every kind of product.
+
+A kind (SQL, Python, dbt...) only produces ``staging/data.parquet``; from
+there every product takes the same path (:func:`audit_and_publish`): audit
+the staged data (schema, not-null, primary key, the contract's quality
+rules), and unless a blocking audit failed, publish it (personal data masked
+for other domains, the contract kept with the version, one atomic switch of
+the port), record the publish in the audit log and read a preview."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +19,109 @@ import duckdb
 import yaml
 
 from dagmesh import audit_log
+from dagmesh.audit import AuditOutcome, check_schema, masked_select, row_audits
+from dagmesh.contracts.checks import run_quality_rules
 from dagmesh.contracts.model import Contract
 from dagmesh.masking import write_masked
 from dagmesh.spec import ProductSpec
+from dagmesh.sql import literal
 from dagmesh.storage import CONTRACT_FILE, DATA_FILE, RAW_FILE, MeshStore
+
+PREVIEW_ROWS = 5
+
+
+@dataclass
+class Publication:
+    """What write–audit–publish did with one product's staged data."""
+
+    spec: ProductSpec
+    outcomes: list[AuditOutcome] = field(default_factory=list)
+    inputs: dict[str, str] = field(default_factory=dict)  # consumed product -> version read
+    rows: int = 0
+    columns: dict[str, str] = field(default_factory=dict)  # as staged: name -> DuckDB type
+    version: str | None = None
+    port_file: str | None = None
+    preview: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def published(self) -> bool:
+        """True when the new version became the output port."""
+        return self.version is not None
+
+    @property
+    def blocked(self) -> bool:
+        """True when a blocking audit failed."""
+        return any(not o.passed and o.blocking for o in self.outcomes)
+
+    @property
+    def violations(self) -> list[str]:
+        """Every blocking violation."""
+        return [v for o in self.outcomes if not o.passed and o.blocking for v in o.violations]
+
+    @property
+    def failure_message(self) -> str:
+        """Every blocking violation, one per line."""
+        return "\n".join(self.violations)
+
+
+def audit_and_publish(
+    con: duckdb.DuckDBPyConnection,
+    mesh: MeshStore,
+    publication: Publication,
+    contract: Contract | None,
+    staging: Path,
+    run_id: str,
+    column_types: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Publication:
+    """Audit ``staging/data.parquet`` and publish it unless a blocking audit
+    failed; fills in and returns ``publication``.
+
+    Audits already in ``publication.outcomes`` (a kind may check the schema
+    before it writes) are not run again. The version record holds the rows,
+    the columns (``column_types``, else as staged), the inputs' versions,
+    ``extra`` and the time of publication.
+    """
+    spec = publication.spec
+    data = f"read_parquet({literal(staging / DATA_FILE)})"
+    described = con.sql(f"DESCRIBE SELECT * FROM {data}").fetchall()
+    publication.columns = {name: str(kind) for name, kind, *_ in described}
+    publication.rows = con.execute(f"SELECT count(*) FROM {data}").fetchall()[0][0]
+    names = list(publication.columns)
+    if "schema" not in {o.check for o in publication.outcomes} and any(
+        c.type for c in spec.columns
+    ):
+        publication.outcomes.append(check_schema(spec, names, list(publication.columns.values())))
+    publication.outcomes += row_audits(con, spec, data, publication.rows)
+    publication.outcomes += run_quality_rules(
+        con, spec.ref, contract, data, publication.rows, names, spec.personal
+    )
+    if publication.blocked:
+        return publication
+    record = {
+        "rows": publication.rows,
+        "columns": column_types or publication.columns,
+        "inputs": publication.inputs,
+        **(extra or {}),
+        "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    publication.version = publish_staged(con, mesh, staging, run_id, record, spec, contract)
+    port = mesh.port(spec.domain, spec.name)
+    publication.port_file = str(port.current_link / DATA_FILE)
+    publication.preview = preview_rows(con, port.require_current().owner_file, spec.personal)
+    return publication
+
+
+def preview_rows(
+    con: duckdb.DuckDBPyConnection, data_file: Path | str, personal: Collection[str]
+) -> list[dict[str, str]]:
+    """The first rows of a published file as text, the ``personal`` columns masked."""
+    rel = con.sql(f"SELECT * FROM read_parquet({literal(data_file)}) LIMIT {PREVIEW_ROWS}")
+    shown = rel.select(masked_select(rel.columns, personal))
+    return [
+        {c: "NULL" if v is None else v for c, v in zip(shown.columns, row, strict=True)}
+        for row in shown.fetchall()
+    ]
 
 
 def contract_text(contract: Contract) -> str:

@@ -303,6 +303,58 @@ def ready_products(
     return [k for k in pending if location[k] not in waiting]
 
 
+@dataclass
+class _Progress:
+    """The state of one cross-domain materialization while it runs."""
+
+    keys: list[AssetKey]
+    parents: dict[AssetKey, set[AssetKey]]
+    location: dict[AssetKey, str]
+    done: set[AssetKey] = field(default_factory=set)
+    failed: set[AssetKey] = field(default_factory=set)
+    running: dict[str, set[AssetKey]] = field(default_factory=dict)
+
+    def ready_groups(self, reach: dict[AssetKey, int]) -> list[list[AssetKey]]:
+        """What to launch now, one group of products per domain; the group
+        that unblocks the most downstream products first (launches are slow
+        and serial)."""
+        self.failed |= {
+            k for k in self.keys if k not in self.failed and self.parents[k] & self.failed
+        }
+        busy = set().union(*self.running.values()) if self.running else set()
+        ready = ready_products(
+            self.keys, self.parents, self.location, self.done, self.failed | busy
+        )
+        by_location: dict[str, list[AssetKey]] = defaultdict(list)
+        for key in ready:
+            by_location[self.location[key]].append(key)
+        return sorted(by_location.values(), key=lambda g: -max(reach[k] for k in g))
+
+    def collect(self, instance: DagsterInstance, step_of: dict[AssetKey, str]) -> list[Failure]:
+        """Take in the runs that finished; return the failures they had."""
+        failures = []
+        for run_id in list(self.running):
+            run = instance.get_run_by_id(run_id)
+            if run is None or not run.is_finished:
+                continue
+            group = self.running.pop(run_id)
+            ok = _materialized_in(instance, run_id) & group
+            self.done |= ok
+            if run.status != DagsterRunStatus.SUCCESS or ok != group:
+                self.failed |= group - ok
+                failures += _failures(instance, run, group, step_of)
+        return failures
+
+    def report(self, on_progress: Callable[[list[str], list[str], int], None] | None) -> None:
+        """Tell ``on_progress`` what is done and what failed so far."""
+        if on_progress:
+            on_progress(
+                sorted(product_ref(k) for k in self.done),
+                sorted(product_ref(k) for k in self.failed),
+                len(self.keys),
+            )
+
+
 def materialize(
     refs: Iterable[str] = (),
     with_upstream: bool = False,
@@ -331,61 +383,39 @@ def materialize(
         keys = select(context, refs, with_upstream)
         graph = context.create_request_context().asset_graph
         selected = set(keys)
-        parents = {k: {p for p in graph.get(k).parent_keys if p in selected} for k in keys}
-        location = {k: graph.get_repository_handle(k).location_name for k in keys}
+        progress = _Progress(
+            keys,
+            parents={k: {p for p in graph.get(k).parent_keys if p in selected} for k in keys},
+            location={k: graph.get_repository_handle(k).location_name for k in keys},
+        )
         step_of = step_keys(graph, keys)
-        reach = downstream_counts(parents)
-        materialization_id = uuid.uuid4().hex[:12]
-        tags = {MATERIALIZATION_TAG: materialization_id}
-        outcome = Outcome(materialization_id, [product_ref(k) for k in keys])
+        reach = downstream_counts(progress.parents)
+        outcome = Outcome(uuid.uuid4().hex[:12], [product_ref(k) for k in keys])
+        tags = {MATERIALIZATION_TAG: outcome.materialization_id}
         if not refs:
             outcome.load_errors = load_errors(context)
-
-        done: set[AssetKey] = set()
-        failed: set[AssetKey] = set()
-        running: dict[str, set[AssetKey]] = {}
         deadline = time.monotonic() + timeout if timeout else None
         while True:
-            blocked = {k for k in keys if k not in failed and parents[k] & failed}
-            failed |= blocked
-            busy = set().union(*running.values()) if running else set()
-            ready = ready_products(keys, parents, location, done, failed | busy)
-            by_location: dict[str, list[AssetKey]] = defaultdict(list)
-            for key in ready:
-                by_location[location[key]].append(key)
-            # Launches are slow and serial, so the run that unblocks the most
-            # downstream products goes first.
-            groups = sorted(by_location.values(), key=lambda g: -max(reach[k] for k in g))
-            for group in groups[: max(0, max_runs - len(running))]:
+            for group in progress.ready_groups(reach)[: max(0, max_runs - len(progress.running))]:
                 run_id = launch_run(context, group, tags)
-                running[run_id] = set(group)
+                progress.running[run_id] = set(group)
                 outcome.run_ids.append(run_id)
-            if not running:
+            if not progress.running:
                 break
             time.sleep(POLL_SECONDS)
-            for run_id in list(running):
-                run = instance.get_run_by_id(run_id)
-                if run is None or not run.is_finished:
-                    continue
-                group = running.pop(run_id)
-                ok = _materialized_in(instance, run_id) & group
-                done |= ok
-                if run.status != DagsterRunStatus.SUCCESS or ok != group:
-                    failed |= group - ok
-                    outcome.failures += _failures(instance, run, group, step_of)
-            if on_progress:
-                on_progress(
-                    sorted(product_ref(k) for k in done),
-                    sorted(product_ref(k) for k in failed),
-                    len(keys),
-                )
+            outcome.failures += progress.collect(instance, step_of)
+            progress.report(on_progress)
             if deadline and time.monotonic() > deadline:
-                raise MaterializeError(f"materialization {materialization_id} timed out")
-        outcome.materialized = sorted(product_ref(k) for k in done)
-        failed_refs = {ref for f in outcome.failures for ref in f.product.split(", ")}
-        # Everything selected that neither materialized nor failed itself,
-        # including products several steps below a failure.
-        outcome.not_run = sorted(
-            product_ref(k) for k in keys if k not in done and product_ref(k) not in failed_refs
-        )
-        return outcome
+                raise MaterializeError(f"materialization {outcome.materialization_id} timed out")
+        return _finished(outcome, keys, progress.done)
+
+
+def _finished(outcome: Outcome, keys: list[AssetKey], done: set[AssetKey]) -> Outcome:
+    outcome.materialized = sorted(product_ref(k) for k in done)
+    failed_refs = {ref for f in outcome.failures for ref in f.product.split(", ")}
+    # Everything selected that neither materialized nor failed itself,
+    # including products several steps below a failure.
+    outcome.not_run = sorted(
+        product_ref(k) for k in keys if k not in done and product_ref(k) not in failed_refs
+    )
+    return outcome

@@ -58,6 +58,8 @@ class ProductSpec:
     consumes: list[str] = field(default_factory=list)
     blocking_checks: list[str] = field(default_factory=list)
     defined_in: Path | None = None
+    # The platform audits not-null and primary key itself; dbt's tests do it for dbt models.
+    row_audits: bool = True
 
     @property
     def ref(self) -> str:
@@ -114,6 +116,57 @@ def python_spec(product: Product) -> ProductSpec:
     )
 
 
+def _dbt_columns(node: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[ColumnSpec]:
+    """The columns a dbt yml declares; required and unique from the model's
+    and the column's constraints and from the column's tests."""
+    rules: dict[str, set[str]] = {
+        name: set(tests) for name, tests in column_tests(manifest, node["unique_id"]).items()
+    }
+    for constraint in node.get("constraints", []):
+        for column in constraint.get("columns", []):
+            rules.setdefault(column, set()).add(constraint["type"])
+    columns = []
+    for name, column in node.get("columns", {}).items():
+        kinds = {c["type"] for c in column.get("constraints", [])} | rules.get(name, set())
+        columns.append(
+            ColumnSpec(
+                name,
+                column.get("data_type") or "",
+                column.get("description") or "",
+                classification(column, node),
+                required=bool({"not_null", "primary_key"} & kinds),
+                unique=bool({"unique", "primary_key"} & kinds),
+                joinable=node_meta(column).get("masking") == "hash",
+            )
+        )
+    return columns
+
+
+def _dbt_consumes(domain: str, node: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[str]:
+    """Products a dbt node reads: published ports (``ports`` sources) and
+    the domain's own nodes."""
+    consumes = set()
+    for parent in node.get("depends_on", {}).get("nodes", []):
+        if parent.startswith("source."):
+            source = manifest["sources"][parent]
+            if source.get("database") == PORTS_DATABASE:
+                consumes.add(f"{source['source_name']}/{source['name']}")
+        elif parent in manifest["nodes"]:
+            consumes.add(f"{domain}/{manifest['nodes'][parent]['name']}")
+    return sorted(consumes)
+
+
+def _dbt_blocking_tests(node: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[str]:
+    """The error-severity dbt tests of a node."""
+    return [
+        test["name"]
+        for test in manifest["nodes"].values()
+        if test["resource_type"] == "test"
+        and node["unique_id"] in test.get("depends_on", {}).get("nodes", [])
+        and str(test.get("config", {}).get("severity", "error")).lower() == "error"
+    ]
+
+
 def dbt_spec(
     domain: Domain, node: Mapping[str, Any], manifest: Mapping[str, Any], project_dir: Path
 ) -> ProductSpec:
@@ -123,45 +176,9 @@ def dbt_spec(
     column, else on the model) come from the yml; required and unique from
     constraints and tests; the owner from the dbt group, else the domain.
     """
-    uid = node["unique_id"]
-    tests = column_tests(manifest, uid)
     model_meta = node_meta(node)
-    constraints: dict[str, set[str]] = {}
-    for constraint in node.get("constraints", []):
-        for column in constraint.get("columns", []):
-            constraints.setdefault(column, set()).add(constraint["type"])
-    columns = []
-    for name, column in node.get("columns", {}).items():
-        rules = {c["type"] for c in column.get("constraints", [])} | constraints.get(name, set())
-        rules |= tests.get(name, set())
-        columns.append(
-            ColumnSpec(
-                name,
-                column.get("data_type") or "",
-                column.get("description") or "",
-                classification(column, node),
-                required=bool({"not_null", "primary_key"} & rules),
-                unique=bool({"unique", "primary_key"} & rules),
-                joinable=node_meta(column).get("masking") == "hash",
-            )
-        )
     group = manifest.get("groups", {}).get(f"group.{node.get('package_name')}.{node.get('group')}")
     owner = (group or {}).get("owner", {}).get("name") or model_meta.get("owner") or domain.owner
-    consumes = []
-    for parent in node.get("depends_on", {}).get("nodes", []):
-        if parent.startswith("source."):
-            source = manifest["sources"][parent]
-            if source.get("database") == PORTS_DATABASE:
-                consumes.append(f"{source['source_name']}/{source['name']}")
-        elif parent in manifest["nodes"]:
-            consumes.append(f"{domain.name}/{manifest['nodes'][parent]['name']}")
-    blocking = [
-        test["name"]
-        for test in manifest["nodes"].values()
-        if test["resource_type"] == "test"
-        and uid in test.get("depends_on", {}).get("nodes", [])
-        and str(test.get("config", {}).get("severity", "error")).lower() == "error"
-    ]
     return ProductSpec(
         domain=domain.name,
         name=node["name"],
@@ -170,11 +187,12 @@ def dbt_spec(
         description=node.get("description") or "",
         access=node_access(node),
         consumers=list(model_meta.get("consumers") or []),
-        columns=columns,
+        columns=_dbt_columns(node, manifest),
         primary_key=list(model_meta.get("primary_key") or []),
-        consumes=sorted(set(consumes)),
-        blocking_checks=blocking,
+        consumes=_dbt_consumes(domain.name, node, manifest),
+        blocking_checks=_dbt_blocking_tests(node, manifest),
         defined_in=project_dir / node["original_file_path"],
+        row_audits=False,
     )
 
 

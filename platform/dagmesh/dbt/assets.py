@@ -22,15 +22,14 @@ from dagster_dbt.asset_utils import (
 
 from dagmesh import config
 from dagmesh.assets import check_specs
+from dagmesh.audit import audit_checks
 from dagmesh.contracts.model import Contract
 from dagmesh.dbt.project import dbt_project
-from dagmesh.dbt.run import pool_name, run_dbt_products, typed_columns
+from dagmesh.dbt.run import pool_name, run_dbt_products
 from dagmesh.dbt.translator import MeshDbtTranslator
 from dagmesh.product import Domain
 from dagmesh.resources import MeshStorage
 from dagmesh.spec import ProductSpec, dbt_spec
-
-SCHEMA_CHECK = "The columns the yml declares (data_type) are built with those types."
 
 
 def dbt_domain_assets(
@@ -53,7 +52,13 @@ def dbt_domain_assets(
         target_path=project.target_path,
         profiles_dir=project.write_profile(config.mesh_home()),
     )
-    translator = MeshDbtTranslator(domain.name, domain.owner, contracts)
+    # The specs the code location's governance check already read, else read here.
+    specs_by_name = {
+        name: (specs or {}).get(name)
+        or dbt_spec(domain, node, project.manifest, project.project_dir)
+        for name, node in project.product_nodes().items()
+    }
+    translator = MeshDbtTranslator(domain.name, domain.owner, contracts, specs_by_name)
     asset_specs, dbt_checks = build_dbt_specs(
         translator=translator,
         manifest=project.manifest,
@@ -63,18 +68,12 @@ def dbt_domain_assets(
         io_manager_key=None,
         project=dagster_project,
     )
-    # The specs the code location's governance check already read, else read here.
-    specs_by_name = {
-        name: (specs or {}).get(name)
-        or dbt_spec(domain, node, project.manifest, project.project_dir)
-        for name, node in project.product_nodes().items()
-    }
     contract_checks = [
         check
         for name, spec in specs_by_name.items()
         for check in check_specs(
             dg.AssetKey([domain.name, name]),
-            {"schema": SCHEMA_CHECK} if typed_columns(spec) else {},
+            audit_checks(spec),
             contracts.get(name),
         )
     ]

@@ -34,19 +34,17 @@ from dbt import version as dbt_version
 from packaging import version
 
 from dagmesh.access import AccessDeniedError, UpstreamNotPublishedError, read_port
-from dagmesh.assets import alert_blocked, check_result, preview_table
 from dagmesh.atomic import replaced_atomically
-from dagmesh.audit import check_columns, masked_select
-from dagmesh.build import preview_rows
+from dagmesh.audit import masked_select
 from dagmesh.config import default_memory_limit
-from dagmesh.contracts.checks import run_quality_rules
 from dagmesh.contracts.model import Contract
 from dagmesh.dbt.manifest import PORTS_DATABASE, classification
 from dagmesh.dbt.project import DomainDbtProject, dbt_executable, dbt_project
 from dagmesh.instance import quiet_tools
 from dagmesh.product import Domain
-from dagmesh.publish import publish_staged
+from dagmesh.publish import Publication, audit_and_publish
 from dagmesh.resources import MeshStorage
+from dagmesh.results import alert_blocked, check_result, publication_metadata
 from dagmesh.spec import ProductSpec, dbt_spec
 from dagmesh.sql import ident, literal
 from dagmesh.storage import DATA_FILE
@@ -257,16 +255,41 @@ def run_dbt_products(
     }
     selected = {uid_of[key] for key in context.selected_asset_keys if key in uid_of}
     pinned, ports = pin_inputs(project, mesh, selected, context.run.run_id)
-    database = project.database_path(home)
-    database.parent.mkdir(parents=True, exist_ok=True)
+    project.database_path(home).parent.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
     build = yield from _dbt_build(context, project, state)
     context.log.info(f"dbt build of {project.name}: {time.perf_counter() - started:.1f}s")
 
+    problems = yield from _publish_built(
+        context, domain, build, contracts, mesh, pinned, ports, memory_limit, state
+    )
+    for leftover in build.checks.values():
+        yield from leftover
+    accounted = {p.product for p in problems} | {"/".join(k.path) for k in build.built}
+    problems += build.not_built(project.domain, accounted)
+    if problems or not build.succeeded:
+        _fail(project, problems, context.run.run_id)
+
+
+def _publish_built(
+    context: dg.AssetExecutionContext,
+    domain: Domain,
+    build: DbtBuild,
+    contracts: Mapping[str, Contract | None],
+    mesh: MeshStorage,
+    pinned: dict[str, tuple[str, str]],
+    ports: Path,
+    memory_limit: str,
+    state: Path,
+) -> Iterator[Any]:
+    """Publish every model the build made whose blocking tests passed, through
+    the shared write–audit–publish path; yield their results and return the
+    problems of those that were not published."""
+    project = dbt_project(domain)
     problems: list[Problem] = []
     config = {"memory_limit": memory_limit, "temp_directory": str(state / "tmp")}
-    con = duckdb.connect(str(database), read_only=True, config=config)
+    con = duckdb.connect(str(project.database_path(mesh.home_path)), read_only=True, config=config)
     try:
         con.execute(f"ATTACH {literal(ports)} AS {PORTS_DATABASE} (READ_ONLY)")
         for key, dbt_metadata in build.built.items():
@@ -282,58 +305,38 @@ def run_dbt_products(
             inputs = dict(pinned[uid] for uid in parents if uid in pinned)
             started = time.perf_counter()
             spec = dbt_spec(domain, node, build.manifest, project.project_dir)
-            staged = _publish(
+            published = _publish(
                 con, mesh, key, spec, contracts.get(node["name"]), node, context.run.run_id, inputs
             )
-            checks += staged.checks
-            if staged.metadata is None:
+            checks += [check_result(key, o) for o in published.outcomes]
+            if not published.published:
                 yield from checks
-                problems += [Problem(ref, message) for message in staged.violations]
+                problems += [Problem(ref, message) for message in published.violations]
                 continue
-            metadata = {
-                **{
-                    k: v
-                    for k, v in dbt_metadata.items()
-                    if k in ("Execution Duration", "unique_id", "status")
-                },
-                **staged.metadata,
-            }
+            kept = ("Execution Duration", "unique_id", "status")
+            metadata = {k: v for k, v in dbt_metadata.items() if k in kept}
+            metadata.update(publication_metadata(published))
             yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=checks)
             context.log.info(f"published {ref} in {time.perf_counter() - started:.1f}s")
     finally:
         con.close()
-    for leftover in build.checks.values():
-        yield from leftover
-
-    accounted = {p.product for p in problems} | {"/".join(k.path) for k in build.built}
-    problems += build.not_built(project.domain, accounted)
-    if problems or not build.succeeded:
-        lines = [
-            f"- {p.reason}" if p.reason.startswith(p.product) else f"- {p.product}: {p.reason}"
-            for p in problems
-        ]
-        message = (
-            f"dbt build of domain {project.domain} ({project.name}) did not "
-            "publish everything; the last good versions stay in place for consumers.\n"
-            + "\n".join(lines or ["- dbt failed"])
-        )
-        for product in sorted({p.product for p in problems}):
-            alert_blocked(product, message, context.run.run_id)
-        raise dg.Failure(description=message)
+    return problems
 
 
-def typed_columns(spec: ProductSpec) -> list[tuple[str, str]]:
-    """The (name, type) of the columns whose yml states a ``data_type``."""
-    return [(c.name, c.type) for c in spec.columns if c.type]
-
-
-@dataclass
-class Staged:
-    """A built model after its contract audit: published (``metadata``) or not."""
-
-    checks: list[dg.AssetCheckResult]
-    violations: list[str]
-    metadata: dict[str, Any] | None = None
+def _fail(project: DomainDbtProject, problems: list[Problem], run_id: str) -> None:
+    """Fail the step naming every product not published and why, and alert."""
+    lines = [
+        f"- {p.reason}" if p.reason.startswith(p.product) else f"- {p.product}: {p.reason}"
+        for p in problems
+    ]
+    message = (
+        f"dbt build of domain {project.domain} ({project.name}) did not "
+        "publish everything; the last good versions stay in place for consumers.\n"
+        + "\n".join(lines or ["- dbt failed"])
+    )
+    for product in sorted({p.product for p in problems}):
+        alert_blocked(product, message, run_id)
+    raise dg.Failure(description=message)
 
 
 def _publish(
@@ -345,62 +348,25 @@ def _publish(
     node: dict[str, Any],
     run_id: str,
     inputs: dict[str, str],
-) -> Staged:
-    """Copy a built model into a staging Parquet file, run its contract's
-    quality rules, and publish it unless a blocking rule failed."""
-    port = mesh.port(*key.path)
-    staging = port.start_staging(run_id)
+) -> Publication:
+    """Copy a built model into its staging Parquet file, then the write–audit–
+    publish path every product shares (the yml's typed columns and the
+    contract's rules audited; dbt's tests already ran in the build)."""
+    store = mesh.store()
+    staging = store.port(*key.path).start_staging(run_id)
     try:
-        data_file = staging / DATA_FILE
-        relation = node["relation_name"]
         con.execute(
-            f"COPY (SELECT * FROM {relation}) TO {literal(data_file)} "
+            f"COPY (SELECT * FROM {node['relation_name']}) TO {literal(staging / DATA_FILE)} "
             "(FORMAT parquet, COMPRESSION zstd)"
         )
-        data = f"read_parquet({literal(data_file)})"
-        described = con.sql(f"DESCRIBE SELECT * FROM {data}").fetchall()
-        rows = con.execute(f"SELECT count(*) FROM {data}").fetchall()[0][0]
-        columns = [name for name, *_ in described]
-        outcomes = []
-        if declared := typed_columns(spec):
-            # Models without an enforced dbt contract get the same check as Python products.
-            types = [str(kind) for _, kind, *_ in described]
-            outcomes.append(check_columns(spec.ref, declared, columns, types))
-        outcomes += run_quality_rules(con, spec.ref, contract, data, rows, columns, spec.personal)
-        checks = [check_result(key, o) for o in outcomes]
-        blocking = [v for o in outcomes if o.blocking and not o.passed for v in o.violations]
-        if blocking:
-            return Staged(checks, blocking)
-        record = {
-            "rows": rows,
-            "columns": {name: kind for name, kind, *_ in described},
-            "inputs": inputs,
-            "dbt": {"package": node["package_name"], "unique_id": node["unique_id"]},
-            "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        version = publish_staged(con, mesh.store(), staging, run_id, record, spec, contract)
+        return audit_and_publish(
+            con,
+            store,
+            Publication(spec, inputs=inputs),
+            contract,
+            staging,
+            run_id,
+            extra={"dbt": {"package": node["package_name"], "unique_id": node["unique_id"]}},
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    declared = node.get("columns", {})
-    current = port.require_current()
-    metadata = {
-        "dagster/row_count": rows,
-        "dagster/column_schema": dg.TableSchema(
-            columns=[
-                dg.TableColumn(
-                    name,
-                    kind,
-                    description=(declared.get(name) or {}).get("description") or None,
-                    tags={"classification": t}
-                    if (t := classification(declared.get(name) or {}, node))
-                    else None,
-                )
-                for name, kind, *_ in described
-            ]
-        ),
-        "dagmesh/version": version,
-        "dagmesh/port": dg.MetadataValue.path(str(port.current_link / DATA_FILE)),
-        "dagmesh/inputs": dg.MetadataValue.json(inputs),
-        "preview": preview_table(preview_rows(con, current.owner_file, spec.personal)),
-    }
-    return Staged(checks, [], metadata)

@@ -15,39 +15,11 @@ from dagmesh.contracts.model import Contract
 from dagmesh.dbt.manifest import (
     PORTS_DATABASE,
     classification,
-    column_tests,
     node_access,
     node_meta,
 )
-
-
-def dbt_column_schema(
-    props: Mapping[str, Any], tested: Mapping[str, set[str]] | None = None
-) -> dg.TableSchema:
-    """The columns a dbt yml declares, as ``dagster/column_schema``: type,
-    description, classification, and constraints from contracts and tests."""
-    tests_by_column: dict[str, set[str]] = {c: set(r) for c, r in (tested or {}).items()}
-    for constraint in props.get("constraints", []):
-        for column in constraint.get("columns", []):
-            tests_by_column.setdefault(column, set()).add(constraint["type"])
-    columns = []
-    for name, column in props.get("columns", {}).items():
-        constraints = {c["type"] for c in column.get("constraints", [])}
-        constraints |= tests_by_column.get(name, set())
-        tag = classification(column, props)
-        columns.append(
-            dg.TableColumn(
-                name=name,
-                type=column.get("data_type") or "unknown",
-                description=column.get("description") or None,
-                constraints=dg.TableColumnConstraints(
-                    nullable=not ({"not_null", "primary_key"} & constraints),
-                    unique=bool({"unique", "primary_key"} & constraints),
-                ),
-                tags={"classification": tag} if tag else None,
-            )
-        )
-    return dg.TableSchema(columns=columns)
+from dagmesh.results import column_schema
+from dagmesh.spec import ProductSpec
 
 
 class MeshDbtTranslator(DagsterDbtTranslator):
@@ -66,7 +38,11 @@ class MeshDbtTranslator(DagsterDbtTranslator):
     """
 
     def __init__(
-        self, domain: str, owner: str, contracts: Mapping[str, Contract | None] | None = None
+        self,
+        domain: str,
+        owner: str,
+        contracts: Mapping[str, Contract | None] | None = None,
+        specs: Mapping[str, ProductSpec] | None = None,
     ) -> None:
         super().__init__(
             settings=DagsterDbtTranslatorSettings(
@@ -76,6 +52,7 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         self.domain = domain
         self.owner = owner
         self.contracts = dict(contracts or {})
+        self.specs = dict(specs or {})
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         props = dbt_resource_props
@@ -141,13 +118,9 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         policy = freshness_policy(contract)
         if policy is not None:
             spec = spec.replace_attributes(freshness_policy=policy)
+        metadata: dict[str, Any] = {"dagmesh/consumes": json.dumps(consumes)}
+        if props["name"] in self.specs:
+            metadata["dagster/column_schema"] = column_schema(self.specs[props["name"]])
         return spec.merge_attributes(
-            kinds={"parquet"},
-            metadata={
-                "dagmesh/consumes": json.dumps(consumes),
-                "dagster/column_schema": dbt_column_schema(
-                    props, column_tests(manifest, unique_id)
-                ),
-                **contract_metadata(contract),
-            },
+            kinds={"parquet"}, metadata={**metadata, **contract_metadata(contract)}
         )
