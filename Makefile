@@ -23,6 +23,7 @@ run: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/sqlfluff lint dbt_projects
 	$(BIN)/dagmesh lint
 
 # The UI tests drive Debian's chromium; installed from Debian's packages if missing.

@@ -42,16 +42,16 @@ customers.sql_product(
     ],
     primary_key="customer_id",
     sql="""
-        SELECT DISTINCT
-            trim(customer_id) AS customer_id,
-            trim(full_name) AS full_name,
-            lower(trim(email)) AS email,
-            trim(phone) AS phone,
-            trim(street_address) AS street_address,
-            trim(city) AS city,
-            upper(trim(country)) AS country,
-            timezone('UTC', try_cast(signup_ts AS TIMESTAMPTZ)) AS signed_up_at
-        FROM crm_customers
+        select distinct
+            trim(customer_id) as customer_id,
+            trim(full_name) as full_name,
+            lower(trim(email)) as email,
+            trim(phone) as phone,
+            trim(street_address) as street_address,
+            trim(city) as city,
+            upper(trim(country)) as country,
+            timezone('UTC', try_cast(signup_ts as timestamptz)) as signed_up_at
+        from crm_customers
     """,
 )
 
@@ -86,38 +86,64 @@ customers.sql_product(
     ],
     primary_key="customer_id",
     sql="""
-        WITH bought AS (
-            SELECT o.customer_id, count(DISTINCT o.order_id) AS orders,
-                   sum(i.line_amount) AS revenue,
-                   min(o.ordered_at) AS first_order_at, max(o.ordered_at) AS last_order_at
-            FROM orders o JOIN order_items i USING (order_id)
-            WHERE o.status <> 'cancelled'
-            GROUP BY o.customer_id
-        ), waited AS (
-            SELECT customer_id, count(*) FILTER (WHERE is_delayed) AS delayed_orders,
-                   max(delay_days) AS max_delay_days
-            FROM shipping_delays GROUP BY customer_id
-        ), acquired AS (
-            SELECT customer_id, arg_min(channel, lead_id) AS channel,
-                   arg_min(ad_platform, lead_id) AS ad_platform
-            FROM lead_attribution WHERE customer_id IS NOT NULL GROUP BY customer_id
+        with
+
+        bought as (
+            select
+                orders.customer_id,
+                count(distinct orders.order_id) as orders,
+                sum(order_items.line_amount) as revenue,
+                min(orders.ordered_at) as first_order_at,
+                max(orders.ordered_at) as last_order_at
+            from orders
+            inner join order_items
+                on orders.order_id = order_items.order_id
+            where orders.status <> 'cancelled'
+            group by orders.customer_id
+        ),
+
+        waited as (
+            select
+                customer_id,
+                count(*) filter (where is_delayed) as delayed_orders,
+                max(delay_days) as max_delay_days
+            from shipping_delays
+            group by customer_id
+        ),
+
+        acquired as (
+            select
+                customer_id,
+                arg_min(channel, lead_id) as channel,
+                arg_min(ad_platform, lead_id) as ad_platform
+            from lead_attribution
+            where customer_id is not null
+            group by customer_id
+        ),
+
+        final as (
+            select
+                customer_profiles.customer_id,
+                customer_profiles.full_name,
+                customer_profiles.email,
+                customer_profiles.country,
+                coalesce(bought.orders, 0)::bigint as orders,
+                coalesce(bought.revenue, 0)::decimal(18, 2) as lifetime_revenue,
+                bought.first_order_at,
+                bought.last_order_at,
+                coalesce(waited.delayed_orders, 0)::bigint as delayed_orders,
+                coalesce(waited.max_delay_days, 0)::integer as max_delay_days,
+                coalesce(acquired.channel, 'unknown') as acquisition_channel,
+                acquired.ad_platform
+            from customer_profiles
+            left join bought
+                on customer_profiles.customer_id = bought.customer_id
+            left join waited
+                on customer_profiles.customer_id = waited.customer_id
+            left join acquired
+                on customer_profiles.customer_id = acquired.customer_id
         )
-        SELECT
-            p.customer_id,
-            p.full_name,
-            p.email,
-            p.country,
-            coalesce(b.orders, 0)::BIGINT AS orders,
-            coalesce(b.revenue, 0)::DECIMAL(18,2) AS lifetime_revenue,
-            b.first_order_at,
-            b.last_order_at,
-            coalesce(w.delayed_orders, 0)::BIGINT AS delayed_orders,
-            coalesce(w.max_delay_days, 0)::INTEGER AS max_delay_days,
-            coalesce(a.channel, 'unknown') AS acquisition_channel,
-            a.ad_platform
-        FROM customer_profiles p
-        LEFT JOIN bought b USING (customer_id)
-        LEFT JOIN waited w USING (customer_id)
-        LEFT JOIN acquired a USING (customer_id)
+
+        select * from final
     """,
 )

@@ -38,13 +38,13 @@ finance.sql_product(
     ],
     primary_key="refund_id",
     sql="""
-        SELECT DISTINCT
-            trim(refund_id) AS refund_id,
-            trim(order_id) AS order_id,
-            replace(trim(amount), ',', '.')::DECIMAL(12,2) AS amount,
-            upper(trim(currency)) AS currency,
-            timezone('UTC', try_cast(refunded_at AS TIMESTAMPTZ)) AS refunded_at,
-            lower(trim(reason)) AS reason
-        FROM ledger_refunds
+        select distinct
+            trim(refund_id) as refund_id,
+            trim(order_id) as order_id,
+            replace(trim(amount), ',', '.')::decimal(12, 2) as amount,
+            upper(trim(currency)) as currency,
+            timezone('UTC', try_cast(refunded_at as timestamptz)) as refunded_at,
+            lower(trim(reason)) as reason
+        from ledger_refunds
     """,
 )

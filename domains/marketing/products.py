@@ -51,18 +51,18 @@ marketing.sql_product(
     ],
     primary_key="lead_id",
     sql="""
-        SELECT DISTINCT
+        select distinct
             lead_id,
-            lower(trim(email)) AS email,
-            CASE regexp_replace(lower(trim(channel)), '[^a-z]', '', 'g')
-                WHEN 'organic' THEN 'organic'
-                WHEN 'both' THEN 'both'
-                ELSE 'lead_generation'
-            END AS channel,
-            lower(trim(ad_platform)) AS ad_platform,
-            timezone('UTC', created_at::TIMESTAMPTZ) AS created_at,
-            nullif(trim(customer_id), '') AS customer_id
-        FROM leads
+            lower(trim(email)) as email,
+            case regexp_replace(lower(trim(channel)), '[^a-z]', '', 'g')
+                when 'organic' then 'organic'
+                when 'both' then 'both'
+                else 'lead_generation'
+            end as channel,
+            lower(trim(ad_platform)) as ad_platform,
+            timezone('UTC', created_at::timestamptz) as created_at,
+            nullif(trim(customer_id), '') as customer_id
+        from leads
     """,
 )
 
@@ -87,13 +87,25 @@ marketing.sql_product(
 def audience_exports(ctx: ProductContext) -> pd.DataFrame:
     """Send one file of hashed emails per platform and audience; list what was sent."""
     audiences = ctx.sql(
-        "SELECT ad_platform, audience, count(*) FROM ad_audiences GROUP BY ALL ORDER BY ALL"
+        """
+        select
+            ad_platform,
+            audience,
+            count(*) as members
+        from ad_audiences
+        group by all
+        order by all
+        """
     ).fetchall()
     sent = []
     for platform, audience, members in audiences:
         emails = ctx.sql(
-            "SELECT email_sha256 FROM ad_audiences "
-            "WHERE ad_platform = $platform AND audience = $audience ORDER BY email_sha256",
+            """
+            select email_sha256
+            from ad_audiences
+            where ad_platform = $platform and audience = $audience
+            order by email_sha256
+            """,
             params={"platform": platform, "audience": audience},
         )
         file = ctx.send_to_outbox(emails, f"{platform}/{audience}.csv")

@@ -51,30 +51,37 @@ sales.sql_product(
     ],
     primary_key="order_id",
     sql="""
-        WITH events AS (
-            SELECT DISTINCT
+        with
+
+        events as (
+            select distinct
                 event_id,
-                trim(order_id) AS order_id,
-                trim(customer_id) AS customer_id,
-                lower(trim(status)) AS status,
-                timezone('UTC', order_ts::TIMESTAMPTZ) AS ordered_at,
-                timezone('UTC', updated_at::TIMESTAMPTZ) AS updated_at,
-                upper(trim(currency)) AS currency,
-                promised_delivery_date::DATE AS promised_delivery_date
-            FROM order_events
+                trim(order_id) as order_id,
+                trim(customer_id) as customer_id,
+                lower(trim(status)) as status,
+                timezone('UTC', order_ts::timestamptz) as ordered_at,
+                timezone('UTC', updated_at::timestamptz) as updated_at,
+                upper(trim(currency)) as currency,
+                promised_delivery_date::date as promised_delivery_date
+            from order_events
+        ),
+
+        final as (
+            select
+                order_id,
+                min(customer_id) as customer_id,
+                arg_max(status, updated_at) as status,
+                min(ordered_at) as ordered_at,
+                min(ordered_at)::date as order_date,
+                min(promised_delivery_date) as promised_delivery_date,
+                min(currency) as currency,
+                max(updated_at) as updated_at,
+                count(*)::integer as event_count
+            from events
+            group by order_id
         )
-        SELECT
-            order_id,
-            min(customer_id) AS customer_id,
-            arg_max(status, updated_at) AS status,
-            min(ordered_at) AS ordered_at,
-            min(ordered_at)::DATE AS order_date,
-            min(promised_delivery_date) AS promised_delivery_date,
-            min(currency) AS currency,
-            max(updated_at) AS updated_at,
-            count(*)::INTEGER AS event_count
-        FROM events
-        GROUP BY order_id
+
+        select * from final
     """,
 )
 
@@ -111,14 +118,14 @@ sales.sql_product(
     ],
     primary_key=["order_id", "line_no"],
     sql="""
-        SELECT DISTINCT
+        select distinct
             order_id,
             line_no,
             sku,
             quantity,
             unit_price,
-            (quantity * unit_price)::DECIMAL(18,2) AS line_amount
-        FROM order_lines
+            (quantity * unit_price)::decimal(18, 2) as line_amount
+        from order_lines
     """,
 )
 
@@ -138,23 +145,36 @@ sales.sql_product(
     ],
     primary_key="order_date",
     sql="""
-        WITH per_order AS (
-            SELECT o.order_id, o.order_date, o.status,
-                   sum(i.quantity) AS units, sum(i.line_amount) AS amount
-            FROM orders o JOIN order_items i USING (order_id)
-            GROUP BY ALL
+        with
+
+        per_order as (
+            select
+                orders.order_id,
+                orders.order_date,
+                orders.status,
+                sum(order_items.quantity) as units,
+                sum(order_items.line_amount) as amount
+            from orders
+            inner join order_items
+                on orders.order_id = order_items.order_id
+            group by all
+        ),
+
+        final as (
+            select
+                order_date,
+                count(*) as orders,
+                sum(units)::bigint as units,
+                sum(amount)::decimal(18, 2) as gross_revenue,
+                coalesce(sum(amount) filter (where status = 'cancelled'), 0)::decimal(18, 2)
+                    as cancelled_revenue,
+                coalesce(sum(amount) filter (where status <> 'cancelled'), 0)::decimal(18, 2)
+                    as net_revenue
+            from per_order
+            group by order_date
         )
-        SELECT
-            order_date,
-            count(*) AS orders,
-            sum(units)::BIGINT AS units,
-            sum(amount)::DECIMAL(18,2) AS gross_revenue,
-            coalesce(sum(amount) FILTER (WHERE status = 'cancelled'), 0)::DECIMAL(18,2)
-                AS cancelled_revenue,
-            coalesce(sum(amount) FILTER (WHERE status <> 'cancelled'), 0)::DECIMAL(18,2)
-                AS net_revenue
-        FROM per_order
-        GROUP BY order_date
-        ORDER BY order_date
+
+        select * from final
+        order by order_date
     """,
 )

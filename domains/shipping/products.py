@@ -56,15 +56,15 @@ shipping.sql_product(
     ],
     primary_key="shipment_id",
     sql="""
-        SELECT DISTINCT
+        select distinct
             shipment_id,
             order_id,
-            lower(trim(carrier)) AS carrier,
+            lower(trim(carrier)) as carrier,
             shipped_at,
             shipped_on,
             delivered_at,
-            (shipped_on - shipped_at::DATE)::INTEGER AS handover_days
-        FROM warehouse_shipments
+            (shipped_on - shipped_at::date)::integer as handover_days
+        from warehouse_shipments
     """,
 )
 
@@ -86,15 +86,15 @@ shipping.sql_product(
     ],
     primary_key="return_id",
     sql="""
-        SELECT DISTINCT
+        select distinct
             return_id,
             order_id,
             original_shipment_id,
-            timezone('UTC', try_cast(returned_at AS TIMESTAMPTZ)) AS returned_at,
-            timezone('UTC', reshipped_at::TIMESTAMPTZ) AS reshipped_at,
-            try_cast(reshipped_on AS DATE) AS reshipped_on,
-            timezone('UTC', try_cast(delivered_at AS TIMESTAMPTZ)) AS delivered_at
-        FROM return_shipments
+            timezone('UTC', try_cast(returned_at as timestamptz)) as returned_at,
+            timezone('UTC', reshipped_at::timestamptz) as reshipped_at,
+            try_cast(reshipped_on as date) as reshipped_on,
+            timezone('UTC', try_cast(delivered_at as timestamptz)) as delivered_at
+        from return_shipments
     """,
 )
 
@@ -125,39 +125,52 @@ shipping.sql_product(
     ],
     primary_key="order_id",
     sql="""
-        WITH delivered AS (
-            SELECT
-                o.order_id,
-                o.customer_id,
-                o.order_date,
-                o.promised_delivery_date,
-                coalesce(s.delivered_at, r.delivered_at)::DATE AS delivered_date,
-                r.return_id IS NOT NULL AS reshipped,
-                s.handover_days,
-                s.carrier
-            FROM orders o
-            JOIN shipments s USING (order_id)
-            LEFT JOIN returns r USING (order_id)
-        ), measured AS (
-            SELECT *, greatest(0, delivered_date - promised_delivery_date)::INTEGER AS delay_days
-            FROM delivered
+        with
+
+        delivered as (
+            select
+                orders.order_id,
+                orders.customer_id,
+                orders.order_date,
+                orders.promised_delivery_date,
+                coalesce(shipments.delivered_at, returns.delivered_at)::date as delivered_date,
+                returns.return_id is not null as reshipped,
+                shipments.handover_days,
+                shipments.carrier
+            from orders
+            inner join shipments
+                on orders.order_id = shipments.order_id
+            left join returns
+                on orders.order_id = returns.order_id
+        ),
+
+        measured as (
+            select
+                *,
+                greatest(0, delivered_date - promised_delivery_date)::integer as delay_days
+            from delivered
+        ),
+
+        final as (
+            select
+                order_id,
+                customer_id,
+                order_date,
+                promised_delivery_date,
+                delivered_date,
+                delay_days,
+                case
+                    when delivered_date is null then 'in_transit'
+                    when delay_days = 0 then 'on_time'
+                    when reshipped then 'return_reship'
+                    when handover_days >= 2 then 'carrier'
+                    else 'warehouse'
+                end as cause,
+                carrier,
+                coalesce(delay_days > 0, false) as is_delayed
+            from measured
         )
-        SELECT
-            order_id,
-            customer_id,
-            order_date,
-            promised_delivery_date,
-            delivered_date,
-            delay_days,
-            CASE
-                WHEN delivered_date IS NULL THEN 'in_transit'
-                WHEN delay_days = 0 THEN 'on_time'
-                WHEN reshipped THEN 'return_reship'
-                WHEN handover_days >= 2 THEN 'carrier'
-                ELSE 'warehouse'
-            END AS cause,
-            carrier,
-            coalesce(delay_days > 0, false) AS is_delayed
-        FROM measured
+
+        select * from final
     """,
 )

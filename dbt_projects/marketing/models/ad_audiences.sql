@@ -1,26 +1,77 @@
 {#- Members are identified by the SHA-256 of their normalised email, as the
     ad platforms expect; raw emails never leave the domain. -#}
-with members as (
-    select l.ad_platform, l.lead_id, l.email, a.converted, l.customer_id
-    from {{ source('marketing', 'crm_leads') }} as l
-    inner join {{ ref('lead_attribution') }} as a using (lead_id)
-    where l.ad_platform is not null and l.email is not null
+with
+
+crm_leads as (
+    select * from {{ source('marketing', 'crm_leads') }}
 ),
 
-delayed as (
+lead_attribution as (
+    select * from {{ ref('lead_attribution') }}
+),
+
+shipping_delays as (
+    select * from {{ source('shipping', 'shipping_delays') }}
+),
+
+members as (
+    select
+        crm_leads.ad_platform,
+        crm_leads.lead_id,
+        crm_leads.email,
+        lead_attribution.converted,
+        crm_leads.customer_id
+    from crm_leads
+    inner join lead_attribution
+        on crm_leads.lead_id = lead_attribution.lead_id
+    where
+        crm_leads.ad_platform is not null
+        and crm_leads.email is not null
+),
+
+customers_with_delays as (
     select distinct customer_id
-    from {{ source('shipping', 'shipping_delays') }}
+    from shipping_delays
     where is_delayed
+),
+
+converted_customers as (
+    select
+        ad_platform,
+        'converted_customers' as audience,
+        sha256(email) as email_sha256,
+        lead_id
+    from members
+    where converted
+),
+
+open_leads as (
+    select
+        ad_platform,
+        'open_leads' as audience,
+        sha256(email) as email_sha256,
+        lead_id
+    from members
+    where not converted
+),
+
+delayed_customers as (
+    select
+        members.ad_platform,
+        'delayed_customers' as audience,
+        sha256(members.email) as email_sha256,
+        members.lead_id
+    from members
+    inner join customers_with_delays
+        on members.customer_id = customers_with_delays.customer_id
+),
+
+final as (
+    select * from converted_customers
+    union all
+    select * from open_leads
+    union all
+    select * from delayed_customers
 )
 
-select ad_platform, 'converted_customers' as audience, sha256(email) as email_sha256, lead_id
-from members
-where converted
-union all
-select ad_platform, 'open_leads', sha256(email), lead_id
-from members
-where not converted
-union all
-select m.ad_platform, 'delayed_customers', sha256(m.email), m.lead_id
-from members as m
-inner join delayed as d using (customer_id)
+select * from final
