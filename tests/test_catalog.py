@@ -8,9 +8,12 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
-from dagmesh.catalog import Entry, domain_health
+from dagmesh.catalog import Entry, domain_health, write_site
+from dagmesh.governance import MeshView
+from dagmesh.spec import ColumnSpec
 from tests.conftest import REPO
 
 DAGMESH = str(Path(sys.executable).with_name("dagmesh"))
@@ -107,3 +110,15 @@ def test_health_rolls_up_per_domain():
         "a": {"products": 4, "healthy": 1, "unhealthy": ["a/stale", "a/failing", "a/crashed"]},
         "b": {"products": 1, "healthy": 1, "unhealthy": []},
     }
+
+
+def test_the_site_escapes_what_domain_teams_write(tmp_path: Path):
+    attack = "<script>alert(1)</script>"
+    column = asdict(ColumnSpec(name="id", type="VARCHAR", description=attack))
+    entries = [_entry("a/x", description=attack, columns=[column])]
+    index = write_site(entries, MeshView(domains={}), tmp_path)
+    page = (tmp_path / "products" / "a__x.html").read_text()
+    for html in (index.read_text(), page):
+        assert attack not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert page.count("&lt;script&gt;") == 2  # the description and the column's

@@ -3,13 +3,13 @@ and how it is doing (the Dagster instance and the published ports).
 
 ``dagmesh catalog`` prints it; ``--json`` for machines; ``--html DIR``
 writes a static site (index with search, one page per product, a lineage
-picture across domains) that needs no server and no network.
+picture across domains) that needs no server and no network. The site's
+pages are the Jinja templates in ``dagmesh/templates``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import jinja2
+from rich.table import Table
 
 from dagmesh.contracts.checks import quality_checks
+from dagmesh.contracts.model import Contract
 from dagmesh.governance import MeshView
 from dagmesh.publish import contract_text
+from dagmesh.spec import ProductSpec
 from dagmesh.storage import OutputPort
 
 
@@ -56,6 +60,9 @@ class Entry:
         )
 
 
+# -- reading the state of every product -----------------------------------
+
+
 def _check_results(
     instance: dg.DagsterInstance, key: dg.AssetKey, names: list[str]
 ) -> dict[str, str]:
@@ -81,60 +88,80 @@ def _last_run(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
     return run.status.value if run else None
 
 
-def build_catalog(mesh: MeshView, instance: dg.DagsterInstance, home: Path) -> list[Entry]:
-    """Every product of ``mesh`` with its state in ``instance`` and ``home``."""
+def _consumers(mesh: MeshView) -> dict[str, list[str]]:
+    """Product -> the products that read it."""
     consumers: dict[str, list[str]] = defaultdict(list)
     for spec in mesh.specs.values():
         for ref in spec.consumes:
             consumers[ref].append(spec.ref)
-    now = dt.datetime.now(dt.UTC)
-    entries = []
-    for ref, spec in sorted(mesh.specs.items()):
-        contract = mesh.contracts.get(ref)
-        key = dg.AssetKey([spec.domain, spec.name])
-        event = instance.get_latest_materialization_event(key)
-        updated = dt.datetime.fromtimestamp(event.timestamp, dt.UTC) if event else None
-        sla = contract.freshness if contract else None
-        if sla is None:
-            freshness = "no SLA"
-        elif updated is None:
-            freshness = "never materialized"
-        else:
-            freshness = "fresh" if now - updated <= sla else "stale"
-        # The platform's schema check (dbt: when the yml types columns), then
-        # the declared blocking checks (dbt: error-severity tests), then the contract's.
-        typed = spec.kind != "dbt" or any(c.type for c in spec.columns)
-        check_names = (["schema"] if typed else []) + list(spec.blocking_checks)
-        check_names += [c for c in quality_checks(contract) if c not in check_names]
-        port = OutputPort(home, spec.domain, spec.name)
-        versions = [
-            {"version": v.version, **{k: v.info().get(k) for k in ("rows", "published_at")}}
-            for v in reversed(port.versions())
-        ]
-        entries.append(
-            Entry(
-                ref=ref,
-                domain=spec.domain,
-                kind=spec.kind,
-                owner=f"team:{spec.owner}",
-                description=spec.description
-                or (contract.description.purpose if contract else "")
-                or "",
-                access=spec.access,
-                contract_version=contract.version if contract else None,
-                contract_status=contract.status if contract else None,
-                freshness_sla=str(sla) if sla else None,
-                freshness=freshness,
-                last_update=updated.isoformat(timespec="seconds") if updated else None,
-                last_run=_last_run(instance, key),
-                checks=_check_results(instance, key, check_names),
-                consumers=sorted(consumers.get(ref, [])),
-                consumes=list(spec.consumes),
-                columns=[asdict(c) for c in spec.columns],
-                versions=versions,
-            )
-        )
-    return entries
+    return consumers
+
+
+def _freshness(sla: dt.timedelta | None, updated: dt.datetime | None, now: dt.datetime) -> str:
+    if sla is None:
+        return "no SLA"
+    if updated is None:
+        return "never materialized"
+    return "fresh" if now - updated <= sla else "stale"
+
+
+def _check_names(spec: ProductSpec, contract: Contract | None) -> list[str]:
+    # The platform's schema check (dbt: when the yml types columns), then
+    # the declared blocking checks (dbt: error-severity tests), then the contract's.
+    typed = spec.kind != "dbt" or any(c.type for c in spec.columns)
+    names = (["schema"] if typed else []) + list(spec.blocking_checks)
+    return names + [c for c in quality_checks(contract) if c not in names]
+
+
+def _recent_versions(port: OutputPort) -> list[dict[str, Any]]:
+    """The kept published versions, newest first, with rows and publication time."""
+    return [
+        {"version": v.version, **{k: v.info().get(k) for k in ("rows", "published_at")}}
+        for v in reversed(port.versions())
+    ]
+
+
+def _entry(
+    spec: ProductSpec,
+    contract: Contract | None,
+    instance: dg.DagsterInstance,
+    home: Path,
+    consumers: list[str],
+    now: dt.datetime,
+) -> Entry:
+    key = dg.AssetKey([spec.domain, spec.name])
+    event = instance.get_latest_materialization_event(key)
+    updated = dt.datetime.fromtimestamp(event.timestamp, dt.UTC) if event else None
+    sla = contract.freshness if contract else None
+    return Entry(
+        ref=spec.ref,
+        domain=spec.domain,
+        kind=spec.kind,
+        owner=f"team:{spec.owner}",
+        description=spec.description or (contract.description.purpose if contract else "") or "",
+        access=spec.access,
+        contract_version=contract.version if contract else None,
+        contract_status=contract.status if contract else None,
+        freshness_sla=str(sla) if sla else None,
+        freshness=_freshness(sla, updated, now),
+        last_update=updated.isoformat(timespec="seconds") if updated else None,
+        last_run=_last_run(instance, key),
+        checks=_check_results(instance, key, _check_names(spec, contract)),
+        consumers=sorted(consumers),
+        consumes=list(spec.consumes),
+        columns=[asdict(c) for c in spec.columns],
+        versions=_recent_versions(OutputPort(home, spec.domain, spec.name)),
+    )
+
+
+def build_catalog(mesh: MeshView, instance: dg.DagsterInstance, home: Path) -> list[Entry]:
+    """Every product of ``mesh`` with its state in ``instance`` and ``home``."""
+    consumers = _consumers(mesh)
+    now = dt.datetime.now(dt.UTC)  # one "now" so every product is judged alike
+    return [
+        _entry(spec, mesh.contracts.get(ref), instance, home, consumers.get(ref, []), now)
+        for ref, spec in sorted(mesh.specs.items())
+    ]
 
 
 def domain_health(entries: list[Entry]) -> dict[str, dict[str, Any]]:
@@ -150,6 +177,58 @@ def domain_health(entries: list[Entry]) -> dict[str, dict[str, Any]]:
     return health
 
 
+# -- the terminal and machines ---------------------------------------------
+
+TABLE_COLUMNS = (
+    "product",
+    "owner",
+    "access",
+    "contract",
+    "freshness",
+    "last update",
+    "checks",
+    "consumers",
+)
+
+
+def _checks_cell(checks: dict[str, str]) -> str:
+    failed = [name for name, result in checks.items() if result != "passed"]
+    text = f"{len(checks) - len(failed)}/{len(checks)} passed"
+    return f"[red]{text}[/]" if failed else text
+
+
+def render_table(entries: list[Entry]) -> Table:
+    """The catalog as a terminal table; failing checks in red."""
+    table = Table(title="Data products")
+    for column in TABLE_COLUMNS:
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            e.ref,
+            e.owner,
+            e.access,
+            e.contract_version or "-",
+            e.freshness,
+            e.last_update or "never",
+            _checks_cell(e.checks),
+            ", ".join(e.consumers) or "-",
+        )
+    return table
+
+
+def health_lines(entries: list[Entry]) -> list[str]:
+    """One line of rich markup per domain, by name: how many products are
+    healthy (green when all are, red otherwise) and which are not."""
+    lines = []
+    for name, health in sorted(domain_health(entries).items()):
+        style = "green" if not health["unhealthy"] else "red"
+        lines.append(
+            f"[{style}]{name}: {health['healthy']}/{health['products']} healthy[/]"
+            + (f" (not: {', '.join(health['unhealthy'])})" if health["unhealthy"] else "")
+        )
+    return lines
+
+
 def to_json(entries: list[Entry]) -> str:
     """The catalog for machines."""
     return json.dumps(
@@ -163,41 +242,76 @@ def to_json(entries: list[Entry]) -> str:
 
 # -- the static site ------------------------------------------------------
 
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
-table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:.3rem .5rem;
-text-align:left;vertical-align:top}.ok{color:#176f2c}.bad{color:#b00020}
-input{font-size:1rem;padding:.3rem;width:20rem}pre{background:#f6f6f6;padding:1rem;overflow:auto}
-"""
-
-
-def _page(title: str, body: str) -> str:
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style></head><body>{body}</body></html>"
-    )
-
 
 def _file(ref: str) -> str:
+    """The product page's file name (refs hold a slash)."""
     return ref.replace("/", "__") + ".html"
 
 
 def _search_text(entry: Entry) -> str:
+    """What the index's search box matches a product against (lower case)."""
     return " ".join([entry.ref, entry.owner, entry.description]).lower()
 
 
-def _mark(good: bool, text: str) -> str:
-    return f"<span class='{'ok' if good else 'bad'}'>{html.escape(text)}</span>"
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("dagmesh", "templates"),
+    # Names and descriptions come from every domain team: never raw markup.
+    autoescape=jinja2.select_autoescape(["html", "svg"]),
+    undefined=jinja2.StrictUndefined,  # a misspelt field fails, not renders blank
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+_TEMPLATES.filters.update(page=_file, search_text=_search_text)
+
+# The lineage picture's geometry, in pixels.
+BOX_WIDTH, BOX_HEIGHT, GAP_X, GAP_Y, MARGIN = 210, 34, 60, 16, 20
+CROSS_DOMAIN, SAME_DOMAIN = "#b00020", "#888"  # edge colours
+HEALTHY, UNHEALTHY = "#e7f5ea", "#fde8ea"  # box fills
 
 
-def lineage_svg(entries: list[Entry]) -> str:
-    """The products as boxes in dependency layers, edges between them
-    (cross-domain edges in red), as inline SVG."""
+@dataclass(frozen=True)
+class Box:
+    """A product in the lineage picture, top-left corner at (x, y)."""
+
+    ref: str
+    x: int
+    y: int
+    fill: str
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A line from an input's box (right side) to its consumer's (left side)."""
+
+    x1: int
+    y1: float
+    x2: int
+    y2: float
+    color: str
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where the lineage picture puts every box and edge, and its size."""
+
+    boxes: list[Box]
+    edges: list[Edge]
+    width: int
+    height: int
+    box_width: int = BOX_WIDTH
+    box_height: int = BOX_HEIGHT
+
+
+def _layers(entries: list[Entry]) -> dict[int, list[str]]:
+    """Products by dependency depth (0: reads no other product), each layer
+    sorted; an input outside ``entries`` does not count."""
     by_ref = {e.ref: e for e in entries}
     depth: dict[str, int] = {}
 
     def level(ref: str, seen: frozenset[str] = frozenset()) -> int:
         if ref not in depth:
+            # ``seen`` stops a consumption cycle from recursing forever.
             parents = [p for p in by_ref[ref].consumes if p in by_ref and p not in seen]
             depth[ref] = 1 + max((level(p, seen | {ref}) for p in parents), default=-1)
         return depth[ref]
@@ -205,102 +319,68 @@ def lineage_svg(entries: list[Entry]) -> str:
     layers: dict[int, list[str]] = defaultdict(list)
     for ref in sorted(by_ref):
         layers[level(ref)].append(ref)
-    width, height, gap_x, gap_y = 210, 34, 60, 16
+    return layers
+
+
+def _edges(entries: list[Entry], position: dict[str, tuple[int, int]]) -> list[Edge]:
+    """Every input -> consumer line; red when it crosses domains."""
+    edges = []
+    for entry in entries:
+        x2, y2 = position[entry.ref]
+        for parent in (p for p in entry.consumes if p in position):
+            x1, y1 = position[parent]
+            color = CROSS_DOMAIN if parent.split("/")[0] != entry.domain else SAME_DOMAIN
+            edges.append(Edge(x1 + BOX_WIDTH, y1 + BOX_HEIGHT / 2, x2, y2 + BOX_HEIGHT / 2, color))
+    return edges
+
+
+def lineage_layout(entries: list[Entry]) -> Lineage:
+    """The products as boxes in dependency layers, left to right, coloured
+    by health, with an edge from every input to its consumer."""
+    layers = _layers(entries)
     position = {
-        ref: (20 + col * (width + gap_x), 20 + row * (height + gap_y))
+        ref: (MARGIN + col * (BOX_WIDTH + GAP_X), MARGIN + row * (BOX_HEIGHT + GAP_Y))
         for col, refs in layers.items()
         for row, ref in enumerate(refs)
     }
-    parts = []
-    for entry in entries:
-        x2, y2 = position[entry.ref]
-        for parent in entry.consumes:
-            if parent not in position:
-                continue
-            x1, y1 = position[parent]
-            color = "#b00020" if parent.split("/")[0] != entry.domain else "#888"
-            parts.append(
-                f"<line x1='{x1 + width}' y1='{y1 + height / 2}' x2='{x2}' y2='{y2 + height / 2}' "
-                f"stroke='{color}' stroke-width='1.5'/>"
-            )
-    for ref, (x, y) in position.items():
-        fill = "#e7f5ea" if by_ref[ref].healthy else "#fde8ea"
-        parts.append(
-            f"<a href='products/{_file(ref)}'><rect x='{x}' y='{y}' width='{width}' "
-            f"height='{height}' rx='6' fill='{fill}' stroke='#555'/>"
-            f"<text x='{x + 8}' y='{y + 22}' font-size='13'>{html.escape(ref)}</text></a>"
-        )
-    total_w = 40 + len(layers) * (width + gap_x)
-    total_h = 40 + max(len(r) for r in layers.values()) * (height + gap_y)
-    return (
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{total_w}' height='{total_h}'>"
-        + "".join(parts)
-        + "</svg>"
+    healthy = {e.ref for e in entries if e.healthy}
+    boxes = [
+        Box(ref, x, y, HEALTHY if ref in healthy else UNHEALTHY) for ref, (x, y) in position.items()
+    ]
+    tallest = max((len(refs) for refs in layers.values()), default=0)
+    return Lineage(
+        boxes=boxes,
+        edges=_edges(entries, position),
+        width=2 * MARGIN + len(layers) * (BOX_WIDTH + GAP_X),
+        height=2 * MARGIN + tallest * (BOX_HEIGHT + GAP_Y),
+    )
+
+
+def render_index(entries: list[Entry]) -> str:
+    """The site's index.html: domain health, the searchable product table
+    and the lineage picture."""
+    return _TEMPLATES.get_template("index.html").render(
+        entries=entries,
+        health=sorted(domain_health(entries).items()),
+        layout=lineage_layout(entries),
+    )
+
+
+def render_product(entry: Entry, contract: Contract | None) -> str:
+    """One product's page: its state, columns, checks, recent versions,
+    consumers and contract (as published, YAML)."""
+    return _TEMPLATES.get_template("product.html").render(
+        entry=entry,
+        contract_yaml=contract_text(contract) if contract else "no contract",
     )
 
 
 def write_site(entries: list[Entry], mesh: MeshView, folder: Path) -> Path:
     """Write the static catalog into ``folder``; returns its index.html."""
     (folder / "products").mkdir(parents=True, exist_ok=True)
-    rows = "".join(
-        f"<tr class='product' data-search='{html.escape(_search_text(e))}'>"
-        f"<td><a href='products/{_file(e.ref)}'>{html.escape(e.ref)}</a></td>"
-        f"<td>{html.escape(e.owner)}</td><td>{e.access}</td>"
-        f"<td>{html.escape(e.contract_version or '-')}</td>"
-        f"<td>{_mark(e.freshness in ('fresh', 'no SLA'), e.freshness)}</td>"
-        f"<td>{_mark(e.healthy, 'healthy' if e.healthy else 'unhealthy')}</td>"
-        f"<td>{html.escape(e.description)}</td></tr>"
-        for e in entries
-    )
-    domains = "".join(
-        f"<li>{html.escape(name)}: "
-        + _mark(not h["unhealthy"], f"{h['healthy']}/{h['products']} healthy")
-        + "</li>"
-        for name, h in sorted(domain_health(entries).items())
-    )
-    search = (
-        "<input id='q' placeholder='Search products' oninput=\"for(const r of "
-        "document.querySelectorAll('tr.product')){r.style.display="
-        "r.dataset.search.includes(this.value.toLowerCase())?'':'none'}\">"
-    )
     index = folder / "index.html"
-    index.write_text(
-        _page(
-            "dagmesh catalog",
-            f"<h1>Data products</h1><ul>{domains}</ul>{search}<table><tr><th>product</th>"
-            f"<th>owner</th><th>access</th><th>contract</th><th>freshness</th><th>health</th>"
-            f"<th>description</th></tr>{rows}</table><h2>Lineage</h2>{lineage_svg(entries)}",
-        )
-    )
+    index.write_text(render_index(entries))
     for entry in entries:
-        contract = mesh.contracts.get(entry.ref)
-        columns = "".join(
-            f"<tr><td>{html.escape(c['name'])}</td><td>{html.escape(c['type'])}</td>"
-            f"<td>{html.escape(c['classification'] or '')}</td><td>{c['required']}</td>"
-            f"<td>{html.escape(c['description'])}</td></tr>"
-            for c in entry.columns
-        )
-        checks = "".join(
-            f"<li>{html.escape(n)}: {_mark(r == 'passed', r)}</li>" for n, r in entry.checks.items()
-        )
-        versions = "".join(
-            f"<li>{html.escape(v['version'])}: {v.get('rows')} rows, {v.get('published_at')}</li>"
-            for v in entry.versions
-        )
-        links = (
-            ", ".join(f"<a href='{_file(r)}'>{html.escape(r)}</a>" for r in entry.consumers)
-            or "none"
-        )
-        body = (
-            f"<p><a href='../index.html'>catalog</a></p><h1>{html.escape(entry.ref)}</h1>"
-            f"<p>{html.escape(entry.description)}</p><p>owner {html.escape(entry.owner)}; "
-            f"access {entry.access}; {entry.kind}; last update {entry.last_update or 'never'}; "
-            f"freshness {entry.freshness} (SLA {entry.freshness_sla or 'none'}); last run "
-            f"{entry.last_run or '-'}</p><h2>Columns</h2><table><tr><th>name</th><th>type</th>"
-            f"<th>classification</th><th>required</th><th>description</th></tr>{columns}</table>"
-            f"<h2>Checks</h2><ul>{checks}</ul><h2>Recent versions</h2><ul>{versions or 'none'}"
-            f"</ul><h2>Consumers</h2><p>{links}</p><h2>Contract</h2>"
-            f"<pre>{html.escape(contract_text(contract)) if contract else 'no contract'}</pre>"
-        )
-        (folder / "products" / _file(entry.ref)).write_text(_page(entry.ref, body))
+        page = folder / "products" / _file(entry.ref)
+        page.write_text(render_product(entry, mesh.contracts.get(entry.ref)))
     return index

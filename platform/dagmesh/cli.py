@@ -337,9 +337,8 @@ def catalog(
     """Every product: domain, owner, description, access, contract version,
     freshness, last update, check results, consumers; health per domain."""
     import dagster as dg
-    from rich.table import Table
 
-    from dagmesh.catalog import build_catalog, domain_health, to_json, write_site
+    from dagmesh.catalog import build_catalog, health_lines, render_table, to_json, write_site
     from dagmesh.governance import MeshView
     from dagmesh.instance import ensure_dagster_home
     from dagmesh.registry import Registry
@@ -347,6 +346,7 @@ def catalog(
 
     ensure_dagster_home()
     domains, import_errors = load_mesh_tolerant()
+    # One broken domain is reported, not fatal: the catalog shows the others.
     for name, error in sorted(import_errors.items()):
         console.print(f"[red]domain {name} not in the catalog:[/] {escape(error)}")
     mesh = MeshView.build(domains, Registry(config.registry_dir()))
@@ -359,39 +359,11 @@ def catalog(
         console.print(f"wrote {index} ({len(entries)} product pages)")
     if as_json or html_dir is not None:
         return
-    table = Table(title="Data products")
-    for column in (
-        "product",
-        "owner",
-        "access",
-        "contract",
-        "freshness",
-        "last update",
-        "checks",
-        "consumers",
-    ):
-        table.add_column(column)
-    for e in entries:
-        failed = [n for n, r in e.checks.items() if r != "passed"]
-        checks = f"{len(e.checks) - len(failed)}/{len(e.checks)} passed"
-        table.add_row(
-            e.ref,
-            e.owner,
-            e.access,
-            e.contract_version or "-",
-            e.freshness,
-            e.last_update or "never",
-            checks if not failed else f"[red]{checks}[/]",
-            ", ".join(e.consumers) or "-",
-        )
+    # Piped output is not cut to an 80-column terminal.
     out = Console(width=None if sys.stdout.isatty() else 220)
-    out.print(table)
-    for name, health in sorted(domain_health(entries).items()):
-        style = "green" if not health["unhealthy"] else "red"
-        out.print(
-            f"[{style}]{name}: {health['healthy']}/{health['products']} healthy[/]"
-            + (f" (not: {', '.join(health['unhealthy'])})" if health["unhealthy"] else "")
-        )
+    out.print(render_table(entries))
+    for line in health_lines(entries):
+        out.print(line)
 
 
 @app.command()
