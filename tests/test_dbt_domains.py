@@ -4,13 +4,16 @@ ones: same keys, owners and checks, published through the same ports."""
 from __future__ import annotations
 
 import importlib
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
 import pytest
-from dagster import AssetCheckKey, AssetKey, DagsterInstance
-from dagster._core.storage.dagster_run import RunsFilter
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, RunsFilter
 
+from dagmesh.dbt.project import dbt_project
 from dagmesh.runner import MATERIALIZATION_TAG, materialize, workspace_context
 from tests.conftest import port_file, query
 
@@ -157,3 +160,27 @@ def test_with_upstream_runs_the_producer_domains_first(materialized, mesh_home):
         }
     assert started["finance"][0] >= started["shipping"][1]
     assert started["shipping"][0] >= started["sales"][1]
+
+
+def test_preparing_again_never_leaves_readers_without_a_manifest(mesh_home: Path):
+    """A code server loading while `dagmesh prepare` runs reads the old
+    manifest or the new one, never a missing or half-written file."""
+    from dagmesh.workspace import load_mesh
+
+    project = dbt_project(load_mesh()["finance"])
+    before = json.loads(project.manifest_path.read_text())["metadata"]["generated_at"]
+    reads, broken = 0, []
+    with ThreadPoolExecutor(1) as pool:
+        parsing = pool.submit(project.prepare, mesh_home)
+        while not parsing.done():
+            try:
+                json.loads(project.manifest_path.read_text())
+                reads += 1
+            except (OSError, ValueError) as error:
+                broken.append(repr(error))
+            time.sleep(0.01)
+        parsing.result()
+    assert not broken, broken[:3]
+    assert reads > 10
+    after = json.loads(project.manifest_path.read_text())["metadata"]["generated_at"]
+    assert after != before

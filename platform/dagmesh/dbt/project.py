@@ -165,13 +165,19 @@ class DomainDbtProject:
     def prepare(self, home: Path | None = None) -> Path:
         """Parse the project into ``manifest.json`` (``dbt parse``). Raises
         DbtProjectError with dbt's message, which names the file, when the
-        project does not compile; a stale manifest is removed first so a
-        broken project never loads its previous version."""
+        project does not compile, and removes the previous manifest so a
+        broken project never loads its previous version.
+
+        dbt parses into a folder of its own (keeping its partial-parse state
+        there) and the finished manifest replaces the one code locations read
+        in one rename: a code server loading meanwhile reads the old manifest
+        or the new one, never a missing or half-written file."""
         home = home or config.mesh_home()
         profiles_dir = self.write_profile(home)
         self.target_path.mkdir(parents=True, exist_ok=True)
+        parsed = self.build_dir / "parse"
         with _locked(self.build_dir / ".prepare.lock"):
-            self.manifest_path.unlink(missing_ok=True)
+            (parsed / "manifest.json").unlink(missing_ok=True)
             command = [
                 dbt_executable(),
                 "parse",
@@ -180,7 +186,7 @@ class DomainDbtProject:
                 "--profiles-dir",
                 str(profiles_dir),
                 "--target-path",
-                str(self.target_path),
+                str(parsed),
                 "--log-path",
                 str(self.build_dir / "logs"),
             ]
@@ -191,11 +197,13 @@ class DomainDbtProject:
                 text=True,
                 cwd=self.project_dir,
             )
-            if done.returncode != 0 or not self.manifest_path.exists():
+            if done.returncode != 0 or not (parsed / "manifest.json").exists():
+                self.manifest_path.unlink(missing_ok=True)
                 raise DbtProjectError(
                     f"dbt project {self._shown_path()} of domain {self.domain} does not "
                     f"compile:\n{_dbt_error(done.stdout + done.stderr)}"
                 )
+            os.replace(parsed / "manifest.json", self.manifest_path)
         self.__dict__.pop("manifest", None)
         return self.manifest_path
 
