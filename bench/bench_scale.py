@@ -97,7 +97,8 @@ sys.exit(0 if outcome.success else 1)
 WORKSPACE_QUERY = """
 { workspaceOrError { __typename
     ... on Workspace { locationEntries { name loadStatus
-        locationOrLoadError { __typename ... on PythonError { message } } } }
+        locationOrLoadError { __typename
+            ... on PythonError { message causes { message } } } } }
     ... on PythonError { message } } }
 """
 
@@ -167,8 +168,9 @@ def write_mesh_project(
         (package / "__init__.py").write_text(f'"""Synthetic domain {name}."""\n')
         (package / "definitions.py").write_text(
             f'"""The {name} domain\'s Dagster code location."""\n\n'
+            "from dagmesh.definitions import domain_definitions\n"
             f"from domains.{name}.products import {name}\n\n"
-            f"defs = {name}.definitions()\n"
+            f"defs = domain_definitions({name})\n"
         )
         lines = [
             f'"""Synthetic domain {name}: {products} one-line SQL products."""',
@@ -380,6 +382,9 @@ def run(
         except subprocess.TimeoutExpired:
             stop_session(proc)
             returncode = -signal.SIGKILL
+        except BaseException:  # Ctrl-C: do not leave code servers behind
+            stop_session(proc)
+            raise
         wall = time.perf_counter() - start
     leftovers = session_members(proc.pid)
     _, alive = psutil.wait_procs(leftovers, timeout=LINGER_TIMEOUT)
@@ -532,7 +537,9 @@ def workspace_status(port: int) -> dict[str, str] | None:
     for entry in workspace["locationEntries"]:
         loaded = entry.get("locationOrLoadError") or {}
         if loaded.get("__typename") == "PythonError":
-            status[entry["name"]] = "ERROR: " + loaded["message"].strip().splitlines()[-1]
+            # The innermost cause is the location's own exception.
+            error = (loaded.get("causes") or [loaded])[-1]["message"].strip()
+            status[entry["name"]] = "ERROR: " + (error.splitlines() or ["?"])[0]
         else:
             status[entry["name"]] = entry["loadStatus"]
     return status
