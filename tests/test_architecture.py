@@ -43,6 +43,8 @@ ENGINE = {
     "dagmesh.workspace",
     "dagmesh.atomic",
     "dagmesh.sql",
+    "dagmesh.privacy",
+    "dagmesh.timestamps",
 }
 
 

@@ -50,7 +50,7 @@ customers.sql_product(
             trim(street_address) as street_address,
             trim(city) as city,
             upper(trim(country)) as country,
-            timezone('UTC', try_cast(signup_ts as timestamptz)) as signed_up_at
+            try_utc_timestamp(signup_ts) as signed_up_at
         from crm_customers
     """,
 )

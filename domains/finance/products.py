@@ -43,7 +43,7 @@ finance.sql_product(
             trim(order_id) as order_id,
             replace(trim(amount), ',', '.')::decimal(12, 2) as amount,
             upper(trim(currency)) as currency,
-            timezone('UTC', try_cast(refunded_at as timestamptz)) as refunded_at,
+            try_utc_timestamp(refunded_at) as refunded_at,
             lower(trim(reason)) as reason
         from ledger_refunds
     """,

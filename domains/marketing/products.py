@@ -37,7 +37,7 @@ marketing.sql_product(
             reject_if={
                 "unknown channel": "regexp_replace(lower(trim(channel)), '[^a-z]', '', 'g') "
                 "NOT IN ('organic', 'leadgeneration', 'leadgen', 'both')",
-                "invalid created_at": "try_cast(created_at AS TIMESTAMPTZ) IS NULL",
+                "invalid created_at": "try_utc_timestamp(created_at) IS NULL",
             },
         )
     },
@@ -60,7 +60,7 @@ marketing.sql_product(
                 else 'lead_generation'
             end as channel,
             lower(trim(ad_platform)) as ad_platform,
-            timezone('UTC', created_at::timestamptz) as created_at,
+            utc_timestamp(created_at) as created_at,
             nullif(trim(customer_id), '') as customer_id
         from leads
     """,

@@ -32,7 +32,7 @@ sales.sql_product(
             ],
             reject_if={
                 "missing order_id": "nullif(trim(order_id), '') IS NULL",
-                "invalid order_ts": "try_cast(order_ts AS TIMESTAMPTZ) IS NULL",
+                "invalid order_ts": "try_utc_timestamp(order_ts) IS NULL",
             },
         )
     },
@@ -59,8 +59,8 @@ sales.sql_product(
                 trim(order_id) as order_id,
                 trim(customer_id) as customer_id,
                 lower(trim(status)) as status,
-                timezone('UTC', order_ts::timestamptz) as ordered_at,
-                timezone('UTC', updated_at::timestamptz) as updated_at,
+                utc_timestamp(order_ts) as ordered_at,
+                utc_timestamp(updated_at) as updated_at,
                 upper(trim(currency)) as currency,
                 promised_delivery_date::date as promised_delivery_date
             from order_events

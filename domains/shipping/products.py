@@ -19,7 +19,7 @@ RETURN_SHIPMENTS = Landing(
         "reshipped_on": "VARCHAR",
         "delivered_at": "VARCHAR",
     },
-    reject_if={"invalid reshipped_at": "try_cast(reshipped_at AS TIMESTAMPTZ) IS NULL"},
+    reject_if={"invalid reshipped_at": "try_utc_timestamp(reshipped_at) IS NULL"},
 )
 
 shipping.sql_product(
@@ -90,10 +90,10 @@ shipping.sql_product(
             return_id,
             order_id,
             original_shipment_id,
-            timezone('UTC', try_cast(returned_at as timestamptz)) as returned_at,
-            timezone('UTC', reshipped_at::timestamptz) as reshipped_at,
+            try_utc_timestamp(returned_at) as returned_at,
+            utc_timestamp(reshipped_at) as reshipped_at,
             try_cast(reshipped_on as date) as reshipped_on,
-            timezone('UTC', try_cast(delivered_at as timestamptz)) as delivered_at
+            try_utc_timestamp(delivered_at) as delivered_at
         from return_shipments
     """,
 )

@@ -4,7 +4,10 @@ Every alert is logged on the ``dagmesh.alerts`` logger. When
 ``DAGMESH_ALERT_WEBHOOK_URL`` is set it is also POSTed there as JSON (timeout
 ``DAGMESH_ALERT_WEBHOOK_TIMEOUT`` seconds, default 5). Delivery problems are
 logged as warnings and never raised: an alert must not fail the run that sent it.
-The webhook URL may carry a token, so only its scheme and host are ever logged.
+The webhook URL may carry a token, so only its scheme and host are ever logged;
+a URL with a space or control character is refused (:func:`dagmesh.config.alert_webhook_url`).
+Error texts copied from failed runs are redacted unless dagmesh wrote them
+(:func:`dagmesh.privacy.safe_error_text`): they may quote personal data.
 
 Two sensor factories turn Dagster events into alerts for one domain (code location):
 :func:`run_failure_alert_sensor` and :func:`freshness_alert_sensor`.
@@ -27,6 +30,7 @@ from typing import Any, Literal
 import dagster as dg
 
 from dagmesh import config
+from dagmesh.privacy import safe_error_text
 
 logger = logging.getLogger("dagmesh.alerts")
 
@@ -59,7 +63,11 @@ def send_alert(alert: Alert) -> None:
     level = logging.WARNING if alert.kind == "freshness_breach" else logging.ERROR
     logger.log(level, "dagmesh alert [%s] %s: %s", alert.kind, alert.subject, alert.message)
 
-    url = config.alert_webhook_url()
+    try:
+        url = config.alert_webhook_url()
+    except config.ConfigError as error:  # says what is wrong, never the URL
+        logger.warning("dagmesh alert webhook not sent: %s", error)
+        return
     if url:
         _post_webhook(url, alert)
 
@@ -218,7 +226,7 @@ def _run_error_messages(context: dg.RunFailureSensorContext) -> list[str]:
         # Dagster wraps user exceptions (DagsterExecutionStepExecutionError -> cause).
         while error.cause is not None:
             error = error.cause
-        text = " ".join(error.message.split())
+        text = " ".join(safe_error_text(error.cls_name, error.message).split())
         if len(text) > MAX_ERROR_CHARS:
             text = text[: MAX_ERROR_CHARS - 1] + "…"
         if text not in messages:

@@ -6,12 +6,12 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from dagmesh.access import AccessDeniedError, UpstreamNotPublishedError
 from dagmesh.audit import audit_checks
 from dagmesh.build import BuildResult, build_product
 from dagmesh.contracts.checks import quality_checks
 from dagmesh.contracts.model import Contract
-from dagmesh.landing import SourceFileError
+from dagmesh.errors import DagmeshError
+from dagmesh.privacy import failure_message
 from dagmesh.product import Product
 from dagmesh.resources import MeshStorage
 from dagmesh.results import alert_blocked, check_result, column_schema, publication_metadata
@@ -124,9 +124,13 @@ def product_asset(product: Product, contract: Contract | None = None) -> dg.Asse
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         try:
             result = build_product(product, mesh.store(), context.run.run_id, context.log, contract)
-        except (SourceFileError, UpstreamNotPublishedError, AccessDeniedError) as error:
+        except DagmeshError as error:
             # A clear message for the run's failure, not a stack trace wrapper.
-            raise dg.Failure(description=str(error)) from error
+            raise dg.Failure(description=str(error)) from None
+        except Exception as error:
+            # Anything else may quote the data it failed on (pandas, DuckDB, the
+            # product's own code): the run, its alerts and logs get it redacted.
+            raise dg.Failure(description=failure_message(product.ref, error)) from None
         checks = [check_result(key, o) for o in result.outcomes]
         ran = {o.check for o in result.outcomes}
         if not result.published:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from dataclasses import dataclass, field
 
@@ -21,12 +22,22 @@ from dagmesh.access import read_port
 from dagmesh.audit import check_schema
 from dagmesh.context import ProductContext
 from dagmesh.contracts.model import Contract
-from dagmesh.landing import REJECT_REASON, attach_landing, diagnose
+from dagmesh.errors import DagmeshError
+from dagmesh.landing import (
+    REJECT_REASON,
+    LandingScan,
+    SourceFileError,
+    attach_landing,
+    diagnose,
+    locate_value,
+)
+from dagmesh.privacy import failure_message, owner_only, redact
 from dagmesh.product import Product
 from dagmesh.publish import Publication, audit_and_publish
 from dagmesh.spec import python_spec
 from dagmesh.sql import ident, literal
 from dagmesh.storage import DATA_FILE, MeshStore
+from dagmesh.timestamps import define_timestamp_macros
 
 
 @dataclass
@@ -66,6 +77,39 @@ def _compute(ctx: ProductContext) -> duckdb.DuckDBPyRelation:
     return ctx.con.table("__python_result")
 
 
+class ProductStepError(DagmeshError, RuntimeError):
+    """A product's step failed in DuckDB or its own code; the message names
+    the product and the rule, with the values withheld."""
+
+
+# The value and the column a DuckDB conversion error names (the value is
+# only used to find the file and line, never shown).
+_QUOTED_VALUE = re.compile(r"(\"[^\"\n]*\"|'[^'\n]*')")
+_SOURCE_COLUMN = re.compile(r'(?:source column|converting column) "?([A-Za-z_][A-Za-z0-9_]*)')
+
+
+def _explained(
+    con: duckdb.DuckDBPyConnection, product: Product, scans: list[LandingScan], error: Exception
+) -> DagmeshError:
+    """A step's DuckDB error as a clear one: the landing file, line and column
+    holding the value it quotes when one does, else the redacted message."""
+    text = str(error)
+    data_error = isinstance(error, duckdb.ConversionException | duckdb.InvalidInputException)
+    value = _QUOTED_VALUE.search(text.split("\n", 1)[0]) if data_error else None
+    column = _SOURCE_COLUMN.search(text)
+    sources = {s.alias: (product.sources[s.alias], s.files) for s in scans}
+    if value and sources:
+        found = locate_value(con, sources, value.group(1)[1:-1], column and column.group(1))
+        if found:
+            file, line, name = found
+            where = f"line {line}, column {name}" if line else f"column {name}"
+            return SourceFileError(
+                f"{product.ref}: {file}, {where}: {redact(text)} (the value is withheld: it may "
+                "be personal data)"
+            )
+    return ProductStepError(failure_message(product.ref, error))
+
+
 def _quarantine_counts(con: duckdb.DuckDBPyConnection, scans) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
     for scan in scans:
@@ -89,17 +133,20 @@ def build_product(
     """Compute, stage, audit and (if every blocking audit passes) publish one
     product; ``contract`` adds its quality rules to the audit."""
     log = log or logging.getLogger("dagmesh")
+    owner_only()
     port = mesh.port(product.domain, product.name)
     staging = port.start_staging(run_id)
     con = mesh.connect(product.domain)
+    scans: list[LandingScan] = []
     try:
+        define_timestamp_macros(con)
         inputs = _attach_upstream(con, product, mesh, run_id)
-        scans = [
-            attach_landing(
-                con, product.ref, alias, source, mesh.landing_path, staging / "quarantine"
+        for alias, source in product.sources.items():
+            scans.append(
+                attach_landing(
+                    con, product.ref, alias, source, mesh.landing_path, staging / "quarantine"
+                )
             )
-            for alias, source in product.sources.items()
-        ]
         ctx = ProductContext(product, con, run_id, mesh.domain_dir(product.domain), log)
         spec = python_spec(product)
         try:
@@ -127,6 +174,9 @@ def build_product(
             column_types={c.name: c.type for c in product.columns},
             extra={"quarantined": result.quarantined},
         )
+    except duckdb.Error as error:
+        # DuckDB quotes the values it choked on: name where, never what.
+        raise _explained(con, product, scans, error) from None
     finally:
         con.close()
         if staging.exists():

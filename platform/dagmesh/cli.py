@@ -19,9 +19,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from dagmesh import config
 from dagmesh.errors import DagmeshError
+from dagmesh.privacy import owner_only
 
 app = typer.Typer(help="dagmesh: a data mesh on Dagster.", no_args_is_help=True)
 console = Console(stderr=True)
+
+
+@app.callback()
+def _platform_process() -> None:
+    """Every command: files it (and the processes it starts) creates are
+    owner-only, and a malformed setting stops it before it runs."""
+    owner_only()
+    try:
+        config.alert_webhook_url()
+    except config.ConfigError as error:
+        console.print(f"[red]error:[/] {escape(str(error))}")
+        raise typer.Exit(2) from None
 
 
 def parse_scale(text: str) -> int:
@@ -63,14 +76,20 @@ def _children_output_to(log: Path) -> Iterator[Console]:
     and run workers start (they inherit them: dbt's output, server logs), and
     yield a console on the terminal for our own progress. The runs' logs are
     in the Dagster UI too."""
-    log.parent.mkdir(parents=True, exist_ok=True)
+    # Owner-only: what runs print may name the mesh's files and products.
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log.parent.chmod(0o700)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     terminal = os.fdopen(os.dup(2), "w", buffering=1)
-    with open(log, "ab") as handle:
-        os.dup2(handle.fileno(), 1)
-        os.dup2(handle.fileno(), 2)
+    handle = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(handle, 0o600)
+        os.dup2(handle, 1)
+        os.dup2(handle, 2)
+    finally:
+        os.close(handle)
     try:
         yield Console(file=terminal)
     finally:

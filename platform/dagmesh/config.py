@@ -15,6 +15,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from dagmesh.errors import DagmeshError
+
 WORKSPACE_FILE = "workspace.yaml"
 
 
@@ -99,9 +101,26 @@ ALERT_WEBHOOK_URL_ENV = "DAGMESH_ALERT_WEBHOOK_URL"
 ALERT_WEBHOOK_TIMEOUT_ENV = "DAGMESH_ALERT_WEBHOOK_TIMEOUT"
 
 
+class ConfigError(DagmeshError, ValueError):
+    """A setting cannot be used as given: names the variable and the fix."""
+
+
 def alert_webhook_url() -> str:
-    """Where alerts are POSTed (``DAGMESH_ALERT_WEBHOOK_URL``), or ``""``."""
-    return os.environ.get(ALERT_WEBHOOK_URL_ENV, "").strip()
+    """Where alerts are POSTed (``DAGMESH_ALERT_WEBHOOK_URL``), or ``""``.
+
+    Raises ConfigError for a URL with a space or a control character (a tab,
+    a newline...): URL parsers drop or split on them differently, which once
+    put the URL's token in a log line. The message never shows the URL.
+    """
+    url = os.environ.get(ALERT_WEBHOOK_URL_ENV, "").strip()
+    bad = next((i for i, c in enumerate(url) if ord(c) < 0x21 or ord(c) == 0x7F), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{ALERT_WEBHOOK_URL_ENV} holds a space or control character (tab, newline...) at "
+            f"position {bad + 1}; set it to a plain http(s) URL (percent-encode what needs it). "
+            "The URL is not shown: it may carry a token."
+        )
+    return url
 
 
 def alert_webhook_timeout() -> str:

@@ -12,6 +12,7 @@ from dagmesh.assets import product_asset
 from dagmesh.automation import automation_sensor
 from dagmesh.dbt.assets import dbt_domain_assets
 from dagmesh.governance import enforce_at_load
+from dagmesh.privacy import owner_only
 from dagmesh.product import Domain
 from dagmesh.registry import Registry
 from dagmesh.resources import MeshStorage
@@ -34,6 +35,8 @@ def domain_definitions(domain: Domain, executor: Executor = "in_process") -> dg.
     on a 2-core machine, and DuckDB already uses every core inside a step
     (see the benchmark in bench/).
     """
+    owner_only()  # the code server and its run workers create owner-only files
+    config.alert_webhook_url()  # a malformed alert URL fails the load, naming the variable
     mesh = enforce_at_load(domain, Registry(config.registry_dir()))
     contracts = {
         name: mesh.contracts.get(f"{domain.name}/{name}") for name in product_names(domain)

@@ -4,6 +4,8 @@ clear errors for malformed files."""
 from __future__ import annotations
 
 import csv
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +54,36 @@ def _reader(source: Landing, files: list[Path], with_file_name: bool = True) -> 
     return f"read_parquet({paths}{file_name})"
 
 
-def _file_columns(con: duckdb.DuckDBPyConnection, source: Landing, file: Path) -> list[str]:
+# The header is read on its own, at most this much: a file with no line
+# terminator (or a header with an unclosed quote) must not be read whole.
+MAX_HEADER_BYTES = 64 * 1024
+# A column name is shown in a message only if it looks like one; anything
+# else in a header line may be row data (a missing header, a stray quote).
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _csv_header(product_ref: str, file: Path) -> list[str]:
+    with open(file, "rb") as handle:
+        head = handle.readline(MAX_HEADER_BYTES + 1)
+    if len(head) > MAX_HEADER_BYTES:
+        raise SourceFileError(
+            f"{product_ref}: malformed file {file}: line 1 (the header) is longer than "
+            f"{MAX_HEADER_BYTES} bytes (a missing line terminator, or not a CSV file)"
+        )
+    text = head.decode("utf-8").rstrip("\r\n")
+    try:
+        return next(csv.reader([text], strict=True), [])
+    except csv.Error:
+        raise SourceFileError(
+            f"{product_ref}: malformed file {file}: line 1 (the header) has an unterminated quote"
+        ) from None
+
+
+def _file_columns(
+    con: duckdb.DuckDBPyConnection, product_ref: str, source: Landing, file: Path
+) -> list[str]:
     if source.format == "csv":
-        with open(file, encoding="utf-8", newline="") as handle:
-            return next(csv.reader(handle), [])
+        return _csv_header(product_ref, file)
     if source.format == "json":
         query = f"DESCRIBE SELECT * FROM read_json({literal(file)}, format = 'newline_delimited')"
     else:
@@ -63,16 +91,72 @@ def _file_columns(con: duckdb.DuckDBPyConnection, source: Landing, file: Path) -
     return [row[0] for row in con.execute(query).fetchall()]
 
 
-def _problem(error: Exception) -> str:
+# What DuckDB says, as (pattern, rule): only these facts reach a message,
+# never DuckDB's own text, which quotes the offending line or value.
+_RULES = [
+    (r"Expected Number of Columns: (\d+) Found: (\d+)", "expected {0} values, found {1}"),
+    (r"unterminated quote", "a quoted value is never closed (unterminated quote)"),
+    (
+        r"Maximum line size of (\d+) bytes exceeded",
+        "a line longer than {0} bytes (a missing line terminator?)",
+    ),
+    (r"(?i)invalid unicode|not utf-8", "not valid UTF-8"),
+    (
+        r'"maximum_object_size" of (\d+) bytes exceeded',
+        "a JSON line longer than {0} bytes (a missing line terminator?)",
+    ),
+    (r"Malformed JSON[^:]*: ([a-z][a-z ,]{0,60})\.", "malformed JSON ({0})"),
+    (r"JSON transform error", "a JSON value does not have its declared type"),
+    (r"(?i)magic bytes|parquet", "not a readable Parquet file (truncated or corrupt)"),
+    (
+        r"(?i)could not convert|conversion error|out of range",
+        "a value cannot be converted to its declared type",
+    ),
+]
+_LINE = re.compile(r"(?:CSV Error on Line:|in line) ?(\d+)")
+_COLUMN = re.compile(r'(?:when converting column|source column) "?([A-Za-z_][A-Za-z0-9_]*)"?')
+
+
+def _problem(error: Exception, columns: Collection[str] = ()) -> str:
+    """Where and why a file could not be read (line, column, rule), from
+    DuckDB's message: never DuckDB's text itself, which quotes the row."""
     if isinstance(error, UnicodeDecodeError):
         return f"not valid UTF-8 ({error.reason} at byte {error.start})"
-    # DuckDB says where, then why; the raw line it echoes may hold personal data.
-    lines = [
-        line.strip()
-        for line in str(error).splitlines()
-        if line.strip() and not line.startswith(("Original Line", "Possible Solution"))
+    text = str(error)
+    where = []
+    if line := _LINE.search(text):
+        where.append(f"line {line.group(1)}")
+    if (column := _COLUMN.search(text)) and column.group(1) in columns:
+        where.append(f"column {column.group(1)}")
+    rule = next(
+        (
+            template.format(*match.groups())
+            for pattern, template in _RULES
+            if (match := re.search(pattern, text))
+        ),
+        f"{type(error).__name__} (DuckDB's details are withheld: they may quote row data)",
+    )
+    return ": ".join([", ".join(where), rule]) if where else rule
+
+
+def _header_problem(expected: list[str], found: list[str]) -> str:
+    """The wrong-columns message, showing only names that look like names
+    and only when line 1 is a header at all."""
+    if not set(found) & set(expected):
+        return (
+            f"line 1 has none of the expected columns {expected}: the header is missing or "
+            "the file is another source's (its values are not shown: they may be personal data)"
+        )
+    missing = [c for c in expected if c not in found]
+    extra = [
+        c if _PLAIN_NAME.match(c) else f"column {i} (name not shown)"
+        for i, c in enumerate(found, 1)
+        if c not in expected
     ]
-    return "; ".join(lines[:2]) or type(error).__name__
+    return (
+        f"has the wrong columns: expected {expected}, found {len(found)} columns"
+        f" (missing {missing}, unexpected {extra})"
+    )
 
 
 def check_file_shape(
@@ -81,17 +165,14 @@ def check_file_shape(
     """Raise SourceFileError unless ``file`` has exactly the expected columns."""
     expected = list(source.column_types)
     try:
-        found = _file_columns(con, source, file)
+        found = _file_columns(con, product_ref, source, file)
     except (duckdb.Error, UnicodeDecodeError, OSError) as error:
-        raise SourceFileError(f"{product_ref}: cannot read {file}: {_problem(error)}") from error
+        # from None: DuckDB's error (kept as the cause) would carry the row.
+        problem = _problem(error, expected)
+        raise SourceFileError(f"{product_ref}: cannot read {file}: {problem}") from None
     ordered = source.format == "csv"
     if (found != expected) if ordered else (set(found) != set(expected)):
-        missing = [c for c in expected if c not in found]
-        extra = [c for c in found if c not in expected]
-        raise SourceFileError(
-            f"{product_ref}: {file} has the wrong columns: expected {expected}, found {found}"
-            f" (missing {missing}, unexpected {extra})"
-        )
+        raise SourceFileError(f"{product_ref}: {file} {_header_problem(expected, found)}")
 
 
 def diagnose(
@@ -106,9 +187,46 @@ def diagnose(
                 f"SELECT count(*), {widths} FROM {_reader(source, [file], False)}"
             ).fetchall()
         except duckdb.Error as error:
-            raise SourceFileError(
-                f"{product_ref}: malformed file {file}: {_problem(error)}"
-            ) from error
+            problem = _problem(error, list(source.column_types))
+            raise SourceFileError(f"{product_ref}: malformed file {file}: {problem}") from None
+
+
+def _first_line_holding(file: Path, value: str) -> int | None:
+    """The number of the first line of a text file that holds ``value``."""
+    needle = value.encode("utf-8")
+    with open(file, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if needle in line:
+                return number
+    return None
+
+
+def locate_value(
+    con: duckdb.DuckDBPyConnection,
+    sources: Mapping[str, tuple[Landing, list[Path]]],
+    value: str,
+    column: str | None = None,
+) -> tuple[Path, int | None, str] | None:
+    """Where a value an error quoted comes from: the first (file, line, column)
+    of the landing sources holding it (``column`` first, if a source has
+    it), or None. The value is only searched for, never reported."""
+    for source, files in sources.values():
+        names = [column] if column in source.column_types else list(source.column_types)
+        matches = ", ".join(
+            f"bool_or(contains({ident(c)}::VARCHAR, $value)) AS {ident(c)}" for c in names
+        )
+        for file in files:
+            try:
+                row = con.execute(
+                    f"SELECT {matches} FROM {_reader(source, [file], False)}", {"value": value}
+                ).fetchone()
+            except duckdb.Error:
+                continue
+            hit = next((c for c, found in zip(names, row or (), strict=False) if found), None)
+            if hit is not None:
+                line = None if source.format == "parquet" else _first_line_holding(file, value)
+                return file, line, hit
+    return None
 
 
 def attach_landing(
@@ -149,7 +267,9 @@ def attach_landing(
         f"CREATE OR REPLACE TEMP VIEW {judged} AS "
         f"SELECT *, CASE {cases} END AS {REJECT_REASON} FROM {raw}"
     )
-    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    # Rejected rows are raw source rows: owner-only whatever the umask.
+    quarantine_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    quarantine_dir.chmod(0o700)
     quarantine_file = quarantine_dir / f"{alias}.parquet"
     try:
         con.execute(

@@ -37,6 +37,7 @@ from dagster_graphql.cli import execute_query
 from dagmesh import config
 from dagmesh.errors import DagmeshError
 from dagmesh.instance import ensure_dagster_home, quiet_tools
+from dagmesh.privacy import safe_error_text
 from dagmesh.workspace import workspace_locations, workspace_subset
 
 POLL_SECONDS = 0.25
@@ -220,7 +221,7 @@ def _error_message(error) -> str:
         "dagster._core.errors.DagsterExecutionStepExecutionError"
     ):
         error = error.cause
-    return error.message
+    return safe_error_text(error.cls_name, error.message)
 
 
 def _failures(

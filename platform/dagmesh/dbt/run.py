@@ -41,6 +41,7 @@ from dagmesh.contracts.model import Contract
 from dagmesh.dbt.manifest import PORTS_DATABASE, classification
 from dagmesh.dbt.project import DomainDbtProject, dbt_executable, dbt_project
 from dagmesh.instance import quiet_tools
+from dagmesh.privacy import redact
 from dagmesh.product import Domain
 from dagmesh.publish import Publication, audit_and_publish
 from dagmesh.resources import MeshStorage
@@ -183,14 +184,20 @@ class DbtBuild:
             ref = f"{domain}/{node['name']}"
             if node["resource_type"] not in ("model", "seed", "snapshot"):
                 if result["status"] == "error":
-                    problems.append(Problem(ref, result.get("message") or "dbt error"))
+                    problems.append(Problem(ref, _dbt_message(result)))
             elif ref in accounted:
                 continue
             elif result["status"] == "error":
-                problems.append(Problem(ref, f"dbt failed to build it: {result.get('message')}"))
+                problems.append(Problem(ref, f"dbt failed to build it: {_dbt_message(result)}"))
             elif result["status"] == "skipped":
                 problems.append(Problem(ref, "skipped: something it needs failed in this run"))
         return problems
+
+
+def _dbt_message(result: Mapping[str, Any]) -> str:
+    """dbt's message for a failed node, redacted: DuckDB's errors inside it
+    quote the values they failed on, and a domain's models read raw data."""
+    return redact(result.get("message") or "dbt error", lines=4)
 
 
 def _value(metadata_value: Any) -> Any:
@@ -225,7 +232,8 @@ def _dbt_build(
         # dbt stopped before running anything (profile, connection, compilation).
         raise dg.Failure(
             description=f"dbt build of domain {project.domain} ({project.name}) failed before "
-            f"running any model; nothing was published.\n{invocation.get_error() or ''}"
+            f"running any model; nothing was published.\n"
+            f"{redact(str(invocation.get_error() or ''), lines=6)}"
         )
     return DbtBuild(
         built,
