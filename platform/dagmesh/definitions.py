@@ -10,7 +10,6 @@ from dagmesh import config
 from dagmesh.alerts import freshness_alert_sensor, run_failure_alert_sensor
 from dagmesh.assets import product_asset
 from dagmesh.automation import automation_sensor
-from dagmesh.dbt.assets import dbt_domain_assets
 from dagmesh.governance import enforce_at_load
 from dagmesh.privacy import owner_only
 from dagmesh.product import Domain
@@ -43,6 +42,10 @@ def domain_definitions(domain: Domain, executor: Executor = "in_process") -> dg.
     }
     assets = [product_asset(p, contracts[p.name]) for p in domain.products.values()]
     if domain.dbt_project_dir:
+        # Imported here: dagster-dbt and dbt cost ~2 s to import, which a
+        # location (and every run worker) without a dbt project never pays.
+        from dagmesh.dbt.assets import dbt_domain_assets
+
         specs = {s.name: s for s in mesh.specs.values() if s.domain == domain.name}
         assets.append(dbt_domain_assets(domain, contracts, specs))
     sla = {
