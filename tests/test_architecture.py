@@ -43,6 +43,8 @@ ENGINE = {
     "dagmesh.workspace",
     "dagmesh.atomic",
     "dagmesh.sql",
+    "dagmesh.grants",
+    "dagmesh.dbt.grant_plugin",
 }
 
 
@@ -112,6 +114,7 @@ DECLARATIONS_MAY_USE = DECLARATIONS | {
     "dagmesh",
     "dagmesh.atomic",
     "dagmesh.storage",
+    "dagmesh.grants",  # storage locks each step's DuckDB to its grant
     "dagmesh.dbt.project",
     "dagmesh.instance",
     "dagmesh.sql",

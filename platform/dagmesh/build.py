@@ -14,14 +14,16 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 
-from dagmesh.access import read_port
+from dagmesh.access import PortRead, read_port, refused
 from dagmesh.audit import check_schema
 from dagmesh.context import ProductContext
 from dagmesh.contracts.model import Contract
-from dagmesh.landing import REJECT_REASON, attach_landing, diagnose
+from dagmesh.grants import Grant, denial
+from dagmesh.landing import REJECT_REASON, attach_landing, diagnose, landing_files
 from dagmesh.product import Product
 from dagmesh.publish import Publication, audit_and_publish
 from dagmesh.spec import python_spec
@@ -38,17 +40,22 @@ class BuildResult(Publication):
     source_files: int = 0
 
 
-def _attach_upstream(
-    con: duckdb.DuckDBPyConnection, product: Product, mesh: MeshStore, run_id: str
-) -> dict[str, str]:
+def _read_upstream(product: Product, mesh: MeshStore, run_id: str) -> dict[str, PortRead]:
+    """Pin the current version of every consumed product, through access control."""
+    return {
+        alias: read_port(mesh.home_path, product.ref, ref, run_id)
+        for alias, ref in product.consumes.items()
+    }
+
+
+def _attach_upstream(con: duckdb.DuckDBPyConnection, reads: dict[str, PortRead]) -> dict[str, str]:
     versions = {}
-    for alias, ref in product.consumes.items():
-        read = read_port(mesh.home_path, product.ref, ref, run_id)
+    for alias, read in reads.items():
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW {ident(alias)} AS "
             f"SELECT * FROM read_parquet({literal(read.file)})"
         )
-        versions[ref] = read.version.version
+        versions[read.ref] = read.version.version
     return versions
 
 
@@ -91,43 +98,81 @@ def build_product(
     log = log or logging.getLogger("dagmesh")
     port = mesh.port(product.domain, product.name)
     staging = port.start_staging(run_id)
-    con = mesh.connect(product.domain)
     try:
-        inputs = _attach_upstream(con, product, mesh, run_id)
-        scans = [
-            attach_landing(
-                con, product.ref, alias, source, mesh.landing_path, staging / "quarantine"
-            )
+        # What the step may read is settled before its DuckDB opens, and
+        # DuckDB is locked to exactly that before any of its SQL runs.
+        reads = _read_upstream(product, mesh, run_id)
+        sources = {
+            alias: landing_files(mesh.landing_path, source, product.ref)
             for alias, source in product.sources.items()
-        ]
-        ctx = ProductContext(product, con, run_id, mesh.domain_dir(product.domain), log)
-        spec = python_spec(product)
+        }
+        granted = [r.file for r in reads.values()] + [f for fs in sources.values() for f in fs]
+        grant = mesh.step_grant(product.ref, staging, granted, run_id)
+        con = mesh.connect(product.domain, grant)
         try:
-            relation = _compute(ctx)
-            # Before writing: a missing column would fail the write below.
-            schema = check_schema(spec, relation.columns, [str(t) for t in relation.types])
-            result = BuildResult(spec, [schema], inputs=inputs)
-            if not schema.passed:
-                return result
-            columns = ", ".join(ident(c.name) for c in product.columns)
-            relation.select(columns).write_parquet(str(staging / DATA_FILE), compression="zstd")
-        except duckdb.Error:
-            for scan in scans:
-                diagnose(con, product.ref, product.sources[scan.alias], scan.files)
+            return _build(con, grant, product, mesh, run_id, log, contract, staging, reads, sources)
+        except duckdb.Error as error:
+            if denied := refused(error, grant):
+                raise denied from error
             raise
-        result.quarantined = _quarantine_counts(con, scans)
-        result.source_files = sum(len(s.files) for s in scans)
-        return audit_and_publish(
-            con,
-            mesh,
-            result,
-            contract,
-            staging,
-            run_id,
-            column_types={c.name: c.type for c in product.columns},
-            extra={"quarantined": result.quarantined},
-        )
+        finally:
+            con.close()
     finally:
-        con.close()
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _build(
+    con: duckdb.DuckDBPyConnection,
+    grant: Grant,
+    product: Product,
+    mesh: MeshStore,
+    run_id: str,
+    log: logging.Logger | logging.LoggerAdapter,
+    contract: Contract | None,
+    staging: Path,
+    reads: dict[str, PortRead],
+    sources: dict[str, list[Path]],
+) -> BuildResult:
+    """:func:`build_product` inside the step's locked DuckDB."""
+    inputs = _attach_upstream(con, reads)
+    scans = [
+        attach_landing(
+            con,
+            product.ref,
+            alias,
+            product.sources[alias],
+            mesh.landing_path,
+            staging / "quarantine",
+            files,
+        )
+        for alias, files in sources.items()
+    ]
+    ctx = ProductContext(product, con, run_id, mesh.domain_dir(product.domain), log, grant)
+    spec = python_spec(product)
+    try:
+        relation = _compute(ctx)
+        # Before writing: a missing column would fail the write below.
+        schema = check_schema(spec, relation.columns, [str(t) for t in relation.types])
+        result = BuildResult(spec, [schema], inputs=inputs)
+        if not schema.passed:
+            return result
+        columns = ", ".join(ident(c.name) for c in product.columns)
+        relation.select(columns).write_parquet(str(staging / DATA_FILE), compression="zstd")
+    except duckdb.Error as error:
+        if denial(str(error)) is None:
+            for scan in scans:
+                diagnose(con, product.ref, product.sources[scan.alias], scan.files)
+        raise
+    result.quarantined = _quarantine_counts(con, scans)
+    result.source_files = sum(len(s.files) for s in scans)
+    return audit_and_publish(
+        con,
+        mesh,
+        result,
+        contract,
+        staging,
+        run_id,
+        column_types={c.name: c.type for c in product.columns},
+        extra={"quarantined": result.quarantined},
+    )
