@@ -9,8 +9,10 @@ import dagster as dg
 from dagmesh.access import AccessDeniedError, UpstreamNotPublishedError
 from dagmesh.audit import audit_checks
 from dagmesh.build import BuildResult, build_product
+from dagmesh.context import OutputNameError
 from dagmesh.contracts.checks import quality_checks
 from dagmesh.contracts.model import Contract
+from dagmesh.grants import GrantDeniedError
 from dagmesh.landing import SourceFileError
 from dagmesh.product import Product
 from dagmesh.resources import MeshStorage
@@ -124,7 +126,13 @@ def product_asset(product: Product, contract: Contract | None = None) -> dg.Asse
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         try:
             result = build_product(product, mesh.store(), context.run.run_id, context.log, contract)
-        except (SourceFileError, UpstreamNotPublishedError, AccessDeniedError) as error:
+        except (
+            SourceFileError,
+            UpstreamNotPublishedError,
+            AccessDeniedError,
+            GrantDeniedError,
+            OutputNameError,
+        ) as error:
             # A clear message for the run's failure, not a stack trace wrapper.
             raise dg.Failure(description=str(error)) from error
         checks = [check_result(key, o) for o in result.outcomes]
