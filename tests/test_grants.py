@@ -271,6 +271,7 @@ CORPUS: dict[str, Case] = {
         ),
         GrantDeniedError,
         ("sales/spy", "{home}/domains/sales/tmp/../../customers/ports/profiles"),
+        denied="customers/profiles",
     ),
     "sql lists another domain's files": Case(
         _sql_spy(lambda m: f"select file as value from glob('{m.home}/domains/customers/**')"),

@@ -104,7 +104,7 @@ def output_name_problem(name: object) -> str | None:
     """Why ``name`` cannot name a file inside a product's folder, or None."""
     if not isinstance(name, str) or not name:
         return "is empty or not text"
-    if "\x00" in name or any(ord(c) < 32 for c in name):
+    if any(ord(c) < 32 for c in name):
         return "contains a control character"
     if "\\" in name:
         return "contains a backslash"

@@ -324,13 +324,20 @@ def _safe_names(spec, contract, mesh):
 
 
 def _landing_paths(spec, contract, mesh):
-    landing = config.landing_dir()
+    if not spec.sources:
+        return
+    try:
+        landing = config.landing_dir()
+    except FileNotFoundError:  # no data directory to resolve links in: the text only
+        landing = None
     for alias, path in sorted(spec.sources.items()):
-        problem = landing_path_problem(path) or landing_escape(landing, path)
+        problem = landing_path_problem(path)
+        if problem is None and landing is not None:
+            problem = landing_escape(landing, path)
         if problem:
             yield (
                 f"landing source {alias!r} path {path!r} {problem}",
-                f"name a folder inside {landing} (relative, no '..'); read other domains' "
+                "name a folder inside the landing area (relative, no '..'); read other domains' "
                 "data by consuming their products",
             )
 

@@ -19,6 +19,7 @@ repository, and is reviewed as code.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -137,7 +138,7 @@ class Denial:
         the path (or the configuration option) itself."""
         if self.path is None:
             return f"duckdb configuration {self.option or '(extensions)'}"
-        parts = Path(self.path).parts
+        parts = Path(os.path.normpath(self.path)).parts
         domains = Path(home).absolute().parts + ("domains",)
         if parts[: len(domains)] == domains and len(parts) > len(domains) + 2:
             domain, area, product = parts[len(domains) : len(domains) + 3]
