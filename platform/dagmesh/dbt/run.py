@@ -304,9 +304,13 @@ def run_dbt_products(
     )
     for leftover in build.checks.values():
         yield from leftover
-    problems += _denied(build, grant, project.domain)
+    denied = _denied(build, grant, project.domain)
+    problems += denied
     accounted = {p.product for p in problems} | {"/".join(k.path) for k in build.built}
-    problems += build.not_built(project.domain, accounted)
+    refused_refs = {p.product for p in denied}  # already explained, with the path
+    problems += [
+        p for p in build.not_built(project.domain, accounted) if p.product not in refused_refs
+    ]
     if problems or not build.succeeded:
         _fail(project, problems, context.run.run_id)
 
