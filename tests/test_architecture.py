@@ -45,6 +45,8 @@ ENGINE = {
     "dagmesh.sql",
     "dagmesh.privacy",
     "dagmesh.timestamps",
+    "dagmesh.grants",
+    "dagmesh.dbt.grant_plugin",
 }
 
 
@@ -114,6 +116,7 @@ DECLARATIONS_MAY_USE = DECLARATIONS | {
     "dagmesh",
     "dagmesh.atomic",
     "dagmesh.storage",
+    "dagmesh.grants",  # storage locks each step's DuckDB to its grant
     "dagmesh.dbt.project",
     "dagmesh.instance",
     "dagmesh.sql",

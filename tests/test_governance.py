@@ -76,9 +76,10 @@ def test_lint_reports_one_line_per_violation_and_fails(mesh_copy: Path, tmp_path
     assert all(": [" in line and "; fix: " in line for line in lines)
     # The compliant product and the deprecated one (itself compliant) raise nothing.
     assert not [line for line in lines if line.startswith(("alpha/good:", "alpha/old_feed:"))]
-    # Each global policy is exercised by the fixture (safe_names: see the test below).
+    # Each global policy is exercised by the fixture (safe_names: see the test
+    # below; landing_paths: tests/test_grants.py).
     caught = {line.split("[", 1)[1].split("]", 1)[0] for line in lines}
-    assert set(GLOBAL_POLICIES) - {"safe_names"} <= caught
+    assert set(GLOBAL_POLICIES) - {"safe_names", "landing_paths"} <= caught
     assert "deprecated in contract 1.0.0 (sunset 2027-03-31); use alpha/good instead" in (
         " ".join(result.stderr.split())
     )

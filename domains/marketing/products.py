@@ -1,5 +1,7 @@
 """Marketing products: leads, attribution and ad-platform audiences."""
 
+import re
+
 import pandas as pd
 
 from dagmesh import Column, Domain, Landing, ProductContext, pii
@@ -67,6 +69,12 @@ marketing.sql_product(
 )
 
 
+# The platforms an uploader takes files for; the outbox folder is named after
+# one of these, never after a value read from the data.
+AD_PLATFORMS = ("google", "linkedin", "meta")
+AUDIENCE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
 @marketing.python_product(
     classification="internal",
     refresh=when_upstream_changes(),
@@ -97,8 +105,12 @@ def audience_exports(ctx: ProductContext) -> pd.DataFrame:
         order by all
         """
     ).fetchall()
-    sent = []
+    sent, skipped = [], 0
     for platform, audience, members in audiences:
+        # File names come from data: only a known platform and a plain audience name.
+        if platform not in AD_PLATFORMS or not AUDIENCE_NAME.fullmatch(audience or ""):
+            skipped += 1
+            continue
         emails = ctx.sql(
             """
             select email_sha256
@@ -111,6 +123,11 @@ def audience_exports(ctx: ProductContext) -> pd.DataFrame:
         file = ctx.send_to_outbox(emails, f"{platform}/{audience}.csv")
         sent.append((platform, audience, members, str(file)))
     ctx.log.info(f"sent {len(sent)} audience files to {ctx.outbox}")
+    if skipped:
+        ctx.log.warning(
+            f"{ctx.product.ref}: {skipped} audience(s) not sent: unknown ad platform (known: "
+            f"{', '.join(AD_PLATFORMS)}) or an audience name that is not a plain identifier"
+        )
     return pd.DataFrame(sent, columns=["ad_platform", "audience", "members", "file"]).astype(
         {"members": "int64"}
     )

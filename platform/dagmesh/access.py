@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
+
 from dagmesh import audit_log
 from dagmesh.errors import DagmeshError
+from dagmesh.grants import Denial, Grant, GrantDeniedError, denial
 from dagmesh.product import allowed, describe_access
 from dagmesh.storage import OutputPort, PortNotPublishedError, PublishedVersion
 
@@ -67,3 +70,28 @@ def read_port(home: Path, consumer: str, ref: str, run_id: str) -> PortRead:
         home, run_id=run_id, consumer=consumer, product=ref, version=version.version
     )
     return PortRead(ref, version, version.data_file)
+
+
+def record_refusal(grant: Grant, found: Denial, step: str | None = None) -> str:
+    """Record what DuckDB refused ``step`` (default: the grant's) as a denied
+    read in the audit log; returns the message naming the step and the path."""
+    step = step or grant.step
+    audit_log.record_denied(
+        grant.home,
+        run_id=grant.run_id,
+        consumer=step,
+        product=found.target(grant.home),
+        reason=found.reason(),
+    )
+    return found.message(step)
+
+
+def refused(error: BaseException, grant: Grant | None) -> GrantDeniedError | None:
+    """The GrantDeniedError for a DuckDB error that is a refusal of ``grant``
+    (recorded in the audit log), or None for any other error."""
+    if grant is None or not isinstance(error, duckdb.Error):
+        return None
+    found = denial(str(error))
+    if found is None:
+        return None
+    return GrantDeniedError(record_refusal(grant, found))

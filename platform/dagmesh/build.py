@@ -15,20 +15,23 @@ import logging
 import re
 import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 
-from dagmesh.access import read_port
+from dagmesh.access import PortRead, read_port, refused
 from dagmesh.audit import check_schema
 from dagmesh.context import ProductContext
 from dagmesh.contracts.model import Contract
 from dagmesh.errors import DagmeshError
+from dagmesh.grants import Grant, denial
 from dagmesh.landing import (
     REJECT_REASON,
     LandingScan,
     SourceFileError,
     attach_landing,
     diagnose,
+    landing_files,
     locate_value,
 )
 from dagmesh.privacy import failure_message, owner_only, redact
@@ -49,17 +52,22 @@ class BuildResult(Publication):
     source_files: int = 0
 
 
-def _attach_upstream(
-    con: duckdb.DuckDBPyConnection, product: Product, mesh: MeshStore, run_id: str
-) -> dict[str, str]:
+def _read_upstream(product: Product, mesh: MeshStore, run_id: str) -> dict[str, PortRead]:
+    """Pin the current version of every consumed product, through access control."""
+    return {
+        alias: read_port(mesh.home_path, product.ref, ref, run_id)
+        for alias, ref in product.consumes.items()
+    }
+
+
+def _attach_upstream(con: duckdb.DuckDBPyConnection, reads: dict[str, PortRead]) -> dict[str, str]:
     versions = {}
-    for alias, ref in product.consumes.items():
-        read = read_port(mesh.home_path, product.ref, ref, run_id)
+    for alias, read in reads.items():
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW {ident(alias)} AS "
             f"SELECT * FROM read_parquet({literal(read.file)})"
         )
-        versions[ref] = read.version.version
+        versions[read.ref] = read.version.version
     return versions
 
 
@@ -136,32 +144,59 @@ def build_product(
     owner_only()
     port = mesh.port(product.domain, product.name)
     staging = port.start_staging(run_id)
-    con = mesh.connect(product.domain)
+    try:
+        # What the step may read is settled before its DuckDB opens, and
+        # DuckDB is locked to exactly that before any of its SQL runs.
+        reads = _read_upstream(product, mesh, run_id)
+        sources = {
+            alias: landing_files(mesh.landing_path, source, product.ref)
+            for alias, source in product.sources.items()
+        }
+        granted = [r.file for r in reads.values()] + [f for fs in sources.values() for f in fs]
+        grant = mesh.step_grant(product.ref, staging, granted, run_id)
+        con = mesh.connect(product.domain, grant)
+        try:
+            return _build(con, grant, product, mesh, run_id, log, contract, staging, reads, sources)
+        except duckdb.Error as error:
+            if denied := refused(error, grant):
+                raise denied from error
+            raise
+        finally:
+            con.close()
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _build(
+    con: duckdb.DuckDBPyConnection,
+    grant: Grant,
+    product: Product,
+    mesh: MeshStore,
+    run_id: str,
+    log: logging.Logger | logging.LoggerAdapter,
+    contract: Contract | None,
+    staging: Path,
+    reads: dict[str, PortRead],
+    sources: dict[str, list[Path]],
+) -> BuildResult:
+    """:func:`build_product` inside the step's locked DuckDB."""
+    define_timestamp_macros(con)
+    inputs = _attach_upstream(con, reads)
     scans: list[LandingScan] = []
     try:
-        define_timestamp_macros(con)
-        inputs = _attach_upstream(con, product, mesh, run_id)
-        for alias, source in product.sources.items():
+        for alias, files in sources.items():
+            source = product.sources[alias]
+            quarantine = staging / "quarantine"
             scans.append(
                 attach_landing(
-                    con, product.ref, alias, source, mesh.landing_path, staging / "quarantine"
+                    con, product.ref, alias, source, mesh.landing_path, quarantine, files
                 )
             )
-        ctx = ProductContext(product, con, run_id, mesh.domain_dir(product.domain), log)
-        spec = python_spec(product)
-        try:
-            relation = _compute(ctx)
-            # Before writing: a missing column would fail the write below.
-            schema = check_schema(spec, relation.columns, [str(t) for t in relation.types])
-            result = BuildResult(spec, [schema], inputs=inputs)
-            if not schema.passed:
-                return result
-            columns = ", ".join(ident(c.name) for c in product.columns)
-            relation.select(columns).write_parquet(str(staging / DATA_FILE), compression="zstd")
-        except duckdb.Error:
-            for scan in scans:
-                diagnose(con, product.ref, product.sources[scan.alias], scan.files)
-            raise
+        ctx = ProductContext(product, con, run_id, mesh.domain_dir(product.domain), log, grant)
+        result = _stage(ctx, staging, scans, inputs)
+        if not result.outcomes[0].passed:
+            return result
         result.quarantined = _quarantine_counts(con, scans)
         result.source_files = sum(len(s.files) for s in scans)
         return audit_and_publish(
@@ -175,9 +210,30 @@ def build_product(
             extra={"quarantined": result.quarantined},
         )
     except duckdb.Error as error:
+        if denial(str(error)) is not None:
+            raise  # the grant refused it: build_product names the product and the path
         # DuckDB quotes the values it choked on: name where, never what.
         raise _explained(con, product, scans, error) from None
-    finally:
-        con.close()
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stage(
+    ctx: ProductContext, staging: Path, scans: list[LandingScan], inputs: dict[str, str]
+) -> BuildResult:
+    """Compute the product and write its declared columns to staging, once
+    its schema checks out (the result's first outcome)."""
+    product = ctx.product
+    spec = python_spec(product)
+    try:
+        relation = _compute(ctx)
+        # Before writing: a missing column would fail the write below.
+        schema = check_schema(spec, relation.columns, [str(t) for t in relation.types])
+        result = BuildResult(spec, [schema], inputs=inputs)
+        if schema.passed:
+            columns = ", ".join(ident(c.name) for c in product.columns)
+            relation.select(columns).write_parquet(str(staging / DATA_FILE), compression="zstd")
+        return result
+    except duckdb.Error as error:
+        if denial(str(error)) is None:
+            for scan in scans:
+                diagnose(ctx.con, product.ref, product.sources[scan.alias], scan.files)
+        raise

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import duckdb
 
+from dagmesh.access import refused
 from dagmesh.atomic import replaced_atomically
+from dagmesh.errors import DagmeshError
+from dagmesh.grants import Grant
 from dagmesh.product import Product
 from dagmesh.sql import ident
+
+MAX_NAME_PART = 200  # bytes per path part: room for the temporary name beside it
+
+
+class OutputNameError(DagmeshError, ValueError):
+    """A file name a product writes would leave the product's own folder."""
 
 
 @dataclass
@@ -27,6 +36,7 @@ class ProductContext:
     run_id: str
     domain_dir: Path
     log: logging.Logger | logging.LoggerAdapter
+    grant: Grant | None = None
 
     def input(self, alias: str) -> duckdb.DuckDBPyRelation:
         """An input (consumed product or landing source) as a DuckDB relation."""
@@ -38,7 +48,13 @@ class ProductContext:
     def sql(self, query: str, params: dict | None = None) -> duckdb.DuckDBPyRelation:
         """Run SQL in this step's DuckDB; inputs are tables named by alias,
         ``$name`` placeholders take ``params``."""
-        return self.con.sql(query, params=params) if params else self.con.sql(query)
+        try:
+            return self.con.sql(query, params=params) if params else self.con.sql(query)
+        except duckdb.Error as error:
+            # Recorded here, so a function that catches it cannot hide the attempt.
+            if denied := refused(error, self.grant):
+                raise denied from error
+            raise
 
     @property
     def outbox(self) -> Path:
@@ -50,11 +66,58 @@ class ProductContext:
     def send_to_outbox(self, relation: duckdb.DuckDBPyRelation, name: str) -> Path:
         """Write ``relation`` as CSV to ``outbox/<name>`` and return the path.
 
-        The file is written aside and renamed, so an uploader watching the
-        outbox never picks up a partial file.
+        ``name`` is a relative path inside the outbox (``platform/file.csv``);
+        one with ``..``, an absolute path, a NUL, a hidden part or a folder
+        leading elsewhere is refused with OutputNameError. The file is written
+        aside and renamed, so an uploader watching the outbox never picks up a
+        partial file.
         """
-        target = self.outbox / name
+        target = self.outbox_path(name)
         target.parent.mkdir(parents=True, exist_ok=True)
+        self.outbox_path(name)  # again: a folder just made must not lead elsewhere
         with replaced_atomically(target) as partial:
-            relation.write_csv(str(partial))
+            try:
+                relation.write_csv(str(partial))
+            except duckdb.Error as error:
+                if denied := refused(error, self.grant):
+                    raise denied from error
+                raise
         return target
+
+    def outbox_path(self, name: str) -> Path:
+        """Where ``outbox/<name>`` is; raises OutputNameError unless it stays
+        inside this domain's outbox."""
+        problem = output_name_problem(name)
+        outbox = self.outbox.resolve()
+        target = outbox.joinpath(*PurePosixPath(name).parts) if problem is None else outbox
+        if problem is None and not target.resolve().is_relative_to(outbox):
+            problem = "leads out of the outbox through a link"
+        if problem is not None:
+            raise OutputNameError(
+                f"{self.product.ref}: outbox file name {name!r} {problem}; use a relative "
+                "name made of plain folder and file names (letters, digits, - _ .)"
+            )
+        return target
+
+
+def output_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a file inside a product's folder, or None."""
+    if not isinstance(name, str) or not name:
+        return "is empty or not text"
+    if any(ord(c) < 32 for c in name):
+        return "contains a control character"
+    if "\\" in name:
+        return "contains a backslash"
+    path = PurePosixPath(name)
+    if path.is_absolute():
+        return "is absolute"
+    parts = name.split("/")
+    if ".." in parts:
+        return "goes outside its folder (..)"
+    if "" in parts:
+        return "has an empty part (//)"
+    if any(part.startswith(".") for part in parts):
+        return "has a hidden part (starting with '.')"
+    if any(len(part.encode()) > MAX_NAME_PART for part in path.parts):
+        return f"has a part longer than {MAX_NAME_PART} bytes"
+    return None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from dagmesh import config
 from dagmesh.contracts.breaking import requires_major_bump
 from dagmesh.contracts.checks import rule_problems
 from dagmesh.contracts.generate import (
@@ -31,7 +32,14 @@ from dagmesh.contracts.generate import (
 from dagmesh.contracts.model import Contract
 from dagmesh.dbt.project import DbtProjectError, dbt_project
 from dagmesh.errors import DagmeshError
-from dagmesh.product import GLOBAL_POLICY_NAMES, IDENTIFIER, Domain, describe_access
+from dagmesh.product import (
+    GLOBAL_POLICY_NAMES,
+    IDENTIFIER,
+    Domain,
+    describe_access,
+    landing_escape,
+    landing_path_problem,
+)
 from dagmesh.registry import MeshError, ProductInterface, Registry, interface_of
 from dagmesh.spec import ProductSpec, domain_specs, product_names
 from dagmesh.storage import OutputPort
@@ -315,6 +323,25 @@ def _safe_names(spec, contract, mesh):
             )
 
 
+def _landing_paths(spec, contract, mesh):
+    if not spec.sources:
+        return
+    try:
+        landing = config.landing_dir()
+    except FileNotFoundError:  # no data directory to resolve links in: the text only
+        landing = None
+    for alias, path in sorted(spec.sources.items()):
+        problem = landing_path_problem(path)
+        if problem is None and landing is not None:
+            problem = landing_escape(landing, path)
+        if problem:
+            yield (
+                f"landing source {alias!r} path {path!r} {problem}",
+                "name a folder inside the landing area (relative, no '..'); read other domains' "
+                "data by consuming their products",
+            )
+
+
 GLOBAL_POLICIES: dict[str, tuple[str, Check]] = {
     "owner": ("every product has an owner team", _owner),
     "description": ("every product has a description", _description),
@@ -332,6 +359,10 @@ GLOBAL_POLICIES: dict[str, tuple[str, Check]] = {
     "access": ("a product consumes another only if its access level allows it", _access),
     "domain_cycles": ("no dependency cycles between domains", _domain_cycles),
     "safe_names": ("product and column names are safe identifiers", _safe_names),
+    "landing_paths": (
+        "a landing source names a folder inside the landing area",
+        _landing_paths,
+    ),
 }
 
 

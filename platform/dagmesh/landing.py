@@ -4,7 +4,9 @@ clear errors for malformed files."""
 from __future__ import annotations
 
 import csv
+import os
 import re
+import stat
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import duckdb
 
 from dagmesh.errors import DagmeshError
-from dagmesh.product import Landing
+from dagmesh.product import Landing, landing_escape, landing_path_problem
 from dagmesh.sql import ident, literal, path_list
 
 REJECT_REASON = "_reject_reason"
@@ -32,10 +34,55 @@ class LandingScan:
     quarantine_file: Path | None
 
 
-def landing_files(landing_root: Path, source: Landing) -> list[Path]:
-    """The files of a landing source, in name order."""
+def landing_files(landing_root: Path, source: Landing, product_ref: str = "") -> list[Path]:
+    """The files of a landing source, in name order.
+
+    Files whose name starts with ``.`` (uploads in progress) are skipped. A
+    source folder or file that leads out of the landing area (``..``, a
+    symbolic link), or an entry that is not a regular file (a FIFO, a
+    folder named ``x.csv``) raises SourceFileError naming ``product_ref``
+    and the path: reading it could leak another domain's data or hang.
+    """
+    who = f"{product_ref}: " if product_ref else ""
+    problem = landing_path_problem(source.path) or landing_escape(landing_root, source.path)
+    if problem:
+        raise SourceFileError(f"{who}landing source path {source.path!r} {problem}")
     folder = landing_root / source.path
-    return sorted(folder.glob(f"*{source.suffix}")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    root = Path(landing_root).resolve()
+    files = []
+    for path in sorted(folder.glob(f"*{source.suffix}")):
+        if path.name.startswith("."):
+            continue
+        if not path.resolve().is_relative_to(root):
+            raise SourceFileError(
+                f"{who}landing file {path} leads out of the landing area through a link; refused"
+            )
+        files.append(_regular_file(path, who))
+    return files
+
+
+def _regular_file(path: Path, who: str) -> Path:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise SourceFileError(
+            f"{who}landing file {path} cannot be read ({error.strerror})"
+        ) from error
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a folder"
+            if stat.S_ISDIR(mode)
+            else "a device or socket"
+        )
+        raise SourceFileError(
+            f"{who}landing file {path} is not a regular file ({kind}); refused, as reading "
+            "it could hang the run"
+        )
+    return path
 
 
 def _reader(source: Landing, files: list[Path], with_file_name: bool = True) -> str:
@@ -236,14 +283,18 @@ def attach_landing(
     source: Landing,
     landing_root: Path,
     quarantine_dir: Path,
+    files: list[Path] | None = None,
 ) -> LandingScan:
     """Expose a landing source as the view ``alias`` holding its usable rows.
 
     Checks every file's columns first, writes the rows matching a
     ``reject_if`` rule to ``quarantine_dir/<alias>.parquet`` with their
     reason and file, and leaves the rest (plus ``_source_file``) in the view.
+    ``files`` are the source's files when the caller listed them already
+    (:func:`landing_files`, to grant the step exactly those).
     """
-    files = landing_files(landing_root, source)
+    if files is None:
+        files = landing_files(landing_root, source, product_ref)
     if not files:
         raise SourceFileError(
             f"{product_ref}: no {source.format} files (*{source.suffix}) in "

@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -31,6 +31,7 @@ GLOBAL_POLICY_NAMES = frozenset(
         "access",
         "domain_cycles",
         "safe_names",
+        "landing_paths",
     }
 )
 """The mesh's global policies (:mod:`dagmesh.governance`): a domain policy
@@ -118,6 +119,32 @@ def pii(
     )
 
 
+def landing_path_problem(path: object) -> str | None:
+    """Why ``path`` cannot name a folder inside the landing area, or None:
+    it must be relative, without ``..``, NUL or backslash."""
+    if not isinstance(path, str) or not path.strip():
+        return "is empty or not text"
+    if any(ord(c) < 32 for c in path):
+        return "contains a control character (NUL, newline...)"
+    if "\\" in path:
+        return "contains a backslash"
+    if PurePosixPath(path).is_absolute() or path.startswith("~"):
+        return "is absolute: name a folder relative to the landing area"
+    if ".." in path.split("/"):
+        return "goes up a folder (..) out of the landing area"
+    return None
+
+
+def landing_escape(landing_root: Path, path: str) -> str | None:
+    """Why the folder ``path`` names resolves (through a symbolic link)
+    outside ``landing_root``, or None when it stays inside."""
+    root = Path(landing_root).resolve()
+    target = (root / path).resolve()
+    if target == root or target.is_relative_to(root):
+        return None
+    return f"leads out of the landing area through a link (to {target})"
+
+
 @dataclass(frozen=True)
 class Landing:
     """Raw files a source system drops under ``$DAGMESH_HOME/landing/<path>``.
@@ -188,6 +215,7 @@ class Product:
                 raise ValueError(f"{self.ref}: primary key column {key!r} is not declared")
         for alias in [*self.consumes, *self.sources]:
             check_identifier(alias, f"{self.ref}: input")
+        self._check_sources()
         if overlap := set(self.consumes) & set(self.sources):
             raise ValueError(f"{self.ref}: {sorted(overlap)} named both as product and source")
         for ref in self.consumes.values():
@@ -200,6 +228,16 @@ class Product:
                 f"{self.ref}: consumers= names the domains allowed to read an internal "
                 f"product, but its access is {self.access!r}"
             )
+
+    def _check_sources(self) -> None:
+        """Every source is a Landing naming a folder inside the landing area."""
+        for alias, source in self.sources.items():
+            if not isinstance(source, Landing):
+                raise ValueError(f"{self.ref}: source {alias!r} is not a Landing(...)")
+            if problem := landing_path_problem(source.path):
+                raise ValueError(
+                    f"{self.ref}: landing source {alias!r} path {source.path!r} {problem}"
+                )
 
     def column_classification(self, column: Column) -> str | None:
         """The column's own classification, else the product's default."""

@@ -105,10 +105,12 @@ def audit_and_publish(
         **(extra or {}),
         "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    # Read from staging (the owner's raw rows): the step's DuckDB may touch
+    # nothing of the port once published (dagmesh.grants).
+    publication.preview = preview_rows(con, staging / DATA_FILE, spec.personal)
     publication.version = publish_staged(con, mesh, staging, run_id, record, spec, contract)
     port = mesh.port(spec.domain, spec.name)
     publication.port_file = str(port.current_link / DATA_FILE)
-    publication.preview = preview_rows(con, port.require_current().owner_file, spec.personal)
     return publication
 
 

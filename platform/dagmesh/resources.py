@@ -10,6 +10,7 @@ import duckdb
 from pydantic import Field
 
 from dagmesh import config
+from dagmesh.grants import Grant
 from dagmesh.storage import MeshStore, OutputPort
 
 
@@ -67,6 +68,10 @@ class MeshStorage(dg.ConfigurableResource):
         """The storage area that only ``domain`` writes."""
         return self.store().domain_dir(domain)
 
-    def connect(self, domain: str) -> duckdb.DuckDBPyConnection:
-        """A fresh in-memory DuckDB for one step of ``domain``."""
-        return self.store().connect(domain)
+    def step_grant(self, product_ref: str, staging: Path, files: list[Path], run_id: str) -> Grant:
+        """What a step of ``product_ref`` may touch (see :meth:`MeshStore.step_grant`)."""
+        return self.store().step_grant(product_ref, staging, files, run_id)
+
+    def connect(self, domain: str, grant: Grant | None = None) -> duckdb.DuckDBPyConnection:
+        """A fresh in-memory DuckDB for one step of ``domain``, locked to ``grant``."""
+        return self.store().connect(domain, grant)

@@ -56,6 +56,7 @@ class ProductSpec:
     consumers: list[str] = field(default_factory=list)
     primary_key: list[str] = field(default_factory=list)
     consumes: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # landing alias -> declared path
     blocking_checks: list[str] = field(default_factory=list)
     defined_in: Path | None = None
     # The platform audits not-null and primary key itself; dbt's tests do it for dbt models.
@@ -111,6 +112,7 @@ def python_spec(product: Product) -> ProductSpec:
         ],
         primary_key=list(product.primary_key),
         consumes=sorted(set(product.consumes.values())),
+        sources={alias: source.path for alias, source in product.sources.items()},
         blocking_checks=checks,
         defined_in=Path(product.defined_at[0]) if product.defined_at else None,
     )

@@ -36,6 +36,7 @@ import duckdb
 from dagmesh.atomic import write_atomically
 from dagmesh.config import default_memory_limit
 from dagmesh.errors import DagmeshError
+from dagmesh.grants import Grant, lock
 
 DATA_FILE = "data.parquet"
 RAW_FILE = "raw.parquet"
@@ -247,9 +248,11 @@ class MeshStore:
         """The storage area that only ``domain`` writes."""
         return self.home_path / "domains" / domain
 
-    def connect(self, domain: str) -> duckdb.DuckDBPyConnection:
-        """A fresh in-memory DuckDB for one step of ``domain``."""
-        spill = self.domain_dir(domain) / "tmp"
+    def connect(self, domain: str, grant: Grant | None = None) -> duckdb.DuckDBPyConnection:
+        """A fresh in-memory DuckDB for one step of ``domain``, spilling to
+        the domain's ``tmp/``; with ``grant``, locked to what it grants
+        (:func:`dagmesh.grants.lock`) before any product code runs."""
+        spill = self.tmp_dir(domain)
         spill.mkdir(parents=True, exist_ok=True)
         settings: dict[str, str | int | bool] = {
             "temp_directory": str(spill),
@@ -257,4 +260,32 @@ class MeshStore:
         }
         if self.threads:
             settings["threads"] = self.threads
-        return duckdb.connect(":memory:", config=settings)
+        con = duckdb.connect(":memory:", config=settings)
+        if grant is not None:
+            try:
+                lock(con, grant)
+            except BaseException:
+                con.close()
+                raise
+        return con
+
+    def tmp_dir(self, domain: str) -> Path:
+        """Where ``domain``'s steps spill to disk."""
+        return self.domain_dir(domain) / "tmp"
+
+    def outbox_dir(self, domain: str) -> Path:
+        """Where ``domain`` leaves files for external systems (reverse ETL)."""
+        return self.domain_dir(domain) / "outbox"
+
+    def step_grant(self, product_ref: str, staging: Path, files: list[Path], run_id: str) -> Grant:
+        """What a step of ``product_ref`` may touch: its ``staging`` folder,
+        its domain's tmp and outbox folders (read and write), and ``files``
+        (read: the landing files and pinned versions it was granted)."""
+        domain = product_ref.split("/")[0]
+        return Grant(
+            step=product_ref,
+            home=self.home_path,
+            directories=(staging, self.tmp_dir(domain), self.outbox_dir(domain)),
+            files=tuple(files),
+            run_id=run_id,
+        )

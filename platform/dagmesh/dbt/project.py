@@ -34,6 +34,7 @@ from dagmesh.product import Domain
 DEFAULT_TARGET = config.DEFAULT_DBT_TARGET
 PRODUCT_TYPES = ("model", "seed", "snapshot")
 IGNORED_DIRS = {"target", "logs", "dbt_packages", "dbt_modules"}
+GRANT_PLUGIN = "dagmesh.dbt.grant_plugin"
 
 
 class DbtProjectError(DagmeshError, RuntimeError):
@@ -90,6 +91,12 @@ class DomainDbtProject:
         """Runtime state of a domain's dbt runs under the data directory."""
         return home / "domains" / domain / "dbt"
 
+    @classmethod
+    def grant_path(cls, home: Path, domain: str) -> Path:
+        """The grant (:class:`dagmesh.grants.Grant`) the next dbt run of
+        ``domain`` is locked to, written by :mod:`dagmesh.dbt.run`."""
+        return cls.state_dir(home, domain) / "grant.json"
+
     # -- the profile (the platform's job) --------------------------------
 
     def _target_paths(self, home: Path) -> dict[str, dict[str, Any]]:
@@ -105,7 +112,8 @@ class DomainDbtProject:
 
     def targets(self, home: Path, memory_limit: str, threads: int) -> dict[str, dict[str, Any]]:
         """Every target of the generated profile (see :meth:`_target_paths`),
-        with the ``ports`` attachment, memory limit and threads."""
+        with the ``ports`` attachment, memory limit, threads and the plugin
+        locking DuckDB to the run's grant (:mod:`dagmesh.dbt.grant_plugin`)."""
         state = self.state_dir(home, self.domain)
         return {
             name: {
@@ -119,10 +127,19 @@ class DomainDbtProject:
                         "read_only": True,
                     }
                 ],
-                "settings": {
+                # At connect, not as `settings`: dbt-duckdb SETs those on every
+                # cursor, which the locked configuration refuses.
+                "config_options": {
                     "memory_limit": settings.get("memory_limit", memory_limit),
                     "temp_directory": str(state / "tmp"),
                 },
+                # Locks DuckDB to the run's grant before any model runs.
+                "plugins": [
+                    {
+                        "module": GRANT_PLUGIN,
+                        "config": {"grant_file": str(self.grant_path(home, self.domain))},
+                    }
+                ],
             }
             for name, settings in self._target_paths(home).items()
         }

@@ -22,7 +22,7 @@ import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -33,13 +33,20 @@ from dagster_dbt import DbtCliResource
 from dbt import version as dbt_version
 from packaging import version
 
-from dagmesh.access import AccessDeniedError, UpstreamNotPublishedError, read_port
+from dagmesh.access import (
+    AccessDeniedError,
+    UpstreamNotPublishedError,
+    read_port,
+    record_refusal,
+    refused,
+)
 from dagmesh.atomic import replaced_atomically
 from dagmesh.audit import masked_select
 from dagmesh.config import default_memory_limit
 from dagmesh.contracts.model import Contract
 from dagmesh.dbt.manifest import PORTS_DATABASE, classification
 from dagmesh.dbt.project import DomainDbtProject, dbt_executable, dbt_project
+from dagmesh.grants import Grant, denial, lock
 from dagmesh.instance import quiet_tools
 from dagmesh.privacy import redact
 from dagmesh.product import Domain
@@ -101,14 +108,23 @@ def write_ports(path: Path, files: dict[tuple[str, str], Path]) -> None:
     path.with_name(path.name + ".wal").unlink(missing_ok=True)
 
 
+@dataclass
+class PinnedInputs:
+    """The inputs a dbt run reads: each port source's (ref, version), the
+    pinned files, and the ``ports`` database of views over them."""
+
+    versions: dict[str, tuple[str, str]]
+    files: list[Path]
+    ports: Path
+
+
 def pin_inputs(
     project: DomainDbtProject, mesh: MeshStorage, selected: set[str], run_id: str
-) -> tuple[dict[str, tuple[str, str]], Path]:
+) -> PinnedInputs:
     """Point the ``ports`` database at the current version of every port
     source the selected models read, through the platform's access control
     (a denied read fails the step and is recorded; granted cross-domain reads
-    are recorded); fail naming the product if one was never published.
-    Returns ({source unique_id: (ref, version)}, ports file)."""
+    are recorded); fail naming the product if one was never published."""
     state = project.state_dir(mesh.home_path, project.domain)
     manifest = project.manifest
     readers: dict[str, list[str]] = defaultdict(list)
@@ -127,7 +143,27 @@ def pin_inputs(
         versions[uid] = (read.ref, read.version.version)
     ports = state / "ports.duckdb"
     write_ports(ports, files)
-    return versions, ports
+    return PinnedInputs(versions, sorted(files.values()), ports)
+
+
+def run_grant(project: DomainDbtProject, home: Path, pinned: PinnedInputs, run_id: str) -> Grant:
+    """What ``dbt build`` of ``project`` may touch besides its warehouse: the
+    pinned versions, the ``ports`` database, the project's seed files (read)
+    and its spill folder."""
+    state = project.state_dir(home, project.domain)
+    seeds = [
+        project.project_dir / node["original_file_path"]
+        for node in project.manifest["nodes"].values()
+        if node["resource_type"] == "seed" and node.get("package_name") == project.name
+    ]
+    ports = pinned.ports
+    return Grant(
+        step=f"{project.domain} (dbt project {project.name})",
+        home=home,
+        directories=(state / "tmp",),
+        files=(*pinned.files, ports, ports.with_name(ports.name + ".wal"), *seeds),
+        run_id=run_id,
+    )
 
 
 def _failed_test_message(
@@ -262,7 +298,9 @@ def run_dbt_products(
         for name, node in project.product_nodes().items()
     }
     selected = {uid_of[key] for key in context.selected_asset_keys if key in uid_of}
-    pinned, ports = pin_inputs(project, mesh, selected, context.run.run_id)
+    pinned = pin_inputs(project, mesh, selected, context.run.run_id)
+    grant = run_grant(project, home, pinned, context.run.run_id)
+    grant.write(project.grant_path(home, project.domain))
     project.database_path(home).parent.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
@@ -270,14 +308,46 @@ def run_dbt_products(
     context.log.info(f"dbt build of {project.name}: {time.perf_counter() - started:.1f}s")
 
     problems = yield from _publish_built(
-        context, domain, build, contracts, mesh, pinned, ports, memory_limit, state
+        context, domain, build, contracts, mesh, pinned, memory_limit, state
     )
     for leftover in build.checks.values():
         yield from leftover
+    denied = _denied(build, grant, project.domain)
+    problems += denied
     accounted = {p.product for p in problems} | {"/".join(k.path) for k in build.built}
-    problems += build.not_built(project.domain, accounted)
+    refused_refs = {p.product for p in denied}  # already explained, with the path
+    problems += [
+        p for p in build.not_built(project.domain, accounted) if p.product not in refused_refs
+    ]
     if problems or not build.succeeded:
         _fail(project, problems, context.run.run_id)
+
+
+def _denied(build: DbtBuild, grant: Grant, domain: str) -> list[Problem]:
+    """Nodes dbt failed because DuckDB refused them something outside the
+    run's grant: each recorded as a denied read, named with the path."""
+    problems = []
+    for result in build.results:
+        node = build.manifest["nodes"].get(result["unique_id"])
+        found = denial(result.get("message") or "") if result["status"] == "error" else None
+        if node is None or found is None:
+            continue
+        ref = f"{domain}/{node['name']}"
+        problems.append(Problem(ref, record_refusal(grant, found, step=ref)))
+    return problems
+
+
+def _publish_grant(mesh: MeshStorage, domain: str, pinned: PinnedInputs, state: Path) -> Grant:
+    """What publishing a dbt run's models may touch: the domain's staging
+    folders and spill folder, and the pinned inputs the ``ports`` views read
+    (dbt's failing-test queries and the contracts' SQL rules run here)."""
+    store = mesh.store()
+    return Grant(
+        step=f"{domain} (dbt)",
+        home=store.home_path,
+        directories=(store.domain_dir(domain) / "staging", state / "tmp"),
+        files=tuple(pinned.files),
+    )
 
 
 def _publish_built(
@@ -286,8 +356,7 @@ def _publish_built(
     build: DbtBuild,
     contracts: Mapping[str, Contract | None],
     mesh: MeshStorage,
-    pinned: dict[str, tuple[str, str]],
-    ports: Path,
+    pinned: PinnedInputs,
     memory_limit: str,
     state: Path,
 ) -> Iterator[Any]:
@@ -298,8 +367,10 @@ def _publish_built(
     problems: list[Problem] = []
     config = {"memory_limit": memory_limit, "temp_directory": str(state / "tmp")}
     con = duckdb.connect(str(project.database_path(mesh.home_path)), read_only=True, config=config)
+    grant = _publish_grant(mesh, domain.name, pinned, state)
     try:
-        con.execute(f"ATTACH {literal(ports)} AS {PORTS_DATABASE} (READ_ONLY)")
+        con.execute(f"ATTACH {literal(pinned.ports)} AS {PORTS_DATABASE} (READ_ONLY)")
+        lock(con, replace(grant, run_id=context.run.run_id))
         for key, dbt_metadata in build.built.items():
             node = build.manifest["nodes"][_value(dbt_metadata["unique_id"])]
             ref = "/".join(key.path)
@@ -310,12 +381,27 @@ def _publish_built(
                 continue
             checks = build.checks.pop(key, [])
             parents = node.get("depends_on", {}).get("nodes", [])
-            inputs = dict(pinned[uid] for uid in parents if uid in pinned)
+            inputs = dict(pinned.versions[uid] for uid in parents if uid in pinned.versions)
             started = time.perf_counter()
             spec = dbt_spec(domain, node, build.manifest, project.project_dir)
-            published = _publish(
-                con, mesh, key, spec, contracts.get(node["name"]), node, context.run.run_id, inputs
-            )
+            try:
+                published = _publish(
+                    con,
+                    mesh,
+                    key,
+                    spec,
+                    contracts.get(node["name"]),
+                    node,
+                    context.run.run_id,
+                    inputs,
+                )
+            except duckdb.Error as error:
+                denied = refused(error, replace(grant, step=ref, run_id=context.run.run_id))
+                if denied is None:
+                    raise
+                yield from checks
+                problems.append(Problem(ref, str(denied)))
+                continue
             checks += [check_result(key, o) for o in published.outcomes]
             if not published.published:
                 yield from checks
