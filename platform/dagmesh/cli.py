@@ -137,7 +137,12 @@ def materialize(
             )
 
         try:
-            outcome = run_materialization(products, with_upstream=with_upstream, on_progress=report)
+            outcome = run_materialization(
+                products,
+                with_upstream=with_upstream,
+                on_progress=report,
+                on_notice=lambda text: progress.console.print(f"[yellow]![/] {escape(text)}"),
+            )
         except MaterializeError as error:
             outcome = error
     if isinstance(outcome, MaterializeError):
