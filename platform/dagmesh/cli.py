@@ -24,6 +24,17 @@ app = typer.Typer(help="dagmesh: a data mesh on Dagster.", no_args_is_help=True)
 console = Console(stderr=True)
 
 
+@app.callback()
+def _settings_first() -> None:
+    """dagmesh: a data mesh on Dagster."""
+    # A bad DAGMESH_* number fails every command at once, in one line.
+    try:
+        config.check_settings()
+    except config.SettingError as error:
+        console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
 def parse_scale(text: str) -> int:
     """``10000``, ``250k``, ``1M`` or ``10M`` → a number of orders."""
     factors = {"k": 1_000, "m": 1_000_000}
@@ -296,8 +307,9 @@ def lint(
     ] = True,
 ) -> None:
     """Check every product against the mesh's governance policies, its
-    contract file against its declaration, and each contract against the
-    last published one (breaking changes). One line per violation; exit 1
+    contract file against its declaration, each contract against the last
+    published one (breaking changes), and each published port (whole, and
+    its current version recorded in the audit log). One line per violation; exit 1
     if there is any."""
     from dagmesh.governance import (
         MeshView,
@@ -306,6 +318,7 @@ def lint(
         deprecation_warnings,
         policy_violations,
     )
+    from dagmesh.port_health import port_violations
     from dagmesh.registration import registry_drift
     from dagmesh.registry import Registry
     from dagmesh.workspace import load_mesh_tolerant
@@ -315,6 +328,7 @@ def lint(
     violations = policy_violations(mesh) + contract_drift(mesh)
     if published:
         violations += breaking_violations(mesh, config.mesh_home())
+        violations += port_violations(mesh.specs.values(), config.mesh_home())
     for warning in [*deprecation_warnings(mesh), *registry_drift(mesh)]:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     broken = {**import_errors, **mesh.unreadable}
