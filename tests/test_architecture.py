@@ -30,6 +30,7 @@ ENGINE = {
     "dagmesh.masking",
     "dagmesh.audit",
     "dagmesh.audit_log",
+    "dagmesh.port_health",
     "dagmesh.access",
     "dagmesh.build",
     "dagmesh.publish",

@@ -32,7 +32,7 @@ import pytest
 from dagmesh import Column, Domain, Landing, ProductContext, pii
 from dagmesh.alerts import run_failure_alert_sensor, send_alert
 from dagmesh.assets import product_asset
-from dagmesh.config import ConfigError, alert_webhook_url
+from dagmesh.config import SettingError, alert_webhook_url
 from dagmesh.privacy import redact
 from dagmesh.product import Product
 from dagmesh.resources import MeshStorage
@@ -493,7 +493,7 @@ def test_a_webhook_url_with_a_control_character_is_refused_without_showing_it(
 ):
     url = f"http://127.0.0.1:9/hook{bad}?token={TOKEN}"
     monkeypatch.setenv("DAGMESH_ALERT_WEBHOOK_URL", url)
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(SettingError) as error:
         alert_webhook_url()
     assert "DAGMESH_ALERT_WEBHOOK_URL" in str(error.value)
     assert TOKEN not in str(error.value) and "127.0.0.1" not in str(error.value)
@@ -521,7 +521,7 @@ def test_a_malformed_webhook_url_stops_the_cli_and_the_code_location(
     monkeypatch.setenv("DAGMESH_ALERT_WEBHOOK_URL", url)
     from dagmesh.definitions import domain_definitions
 
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(SettingError) as error:
         domain_definitions(people)
     assert TOKEN not in str(error.value)
 

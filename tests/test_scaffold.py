@@ -114,6 +114,8 @@ def test_scaffolded_products_materialize(project: Project):
         (("new", "product", "nowhere", "x"), "no domain 'nowhere'"),
         (("new", "product", "pantry", "x", "--dbt"), "domain 'pantry' has no dbt project"),
         (("new", "product", "pantry", "x", "--sql", "--python"), "choose one of"),
+        (("new", "product", "pantry", "p" * 300), "(300 characters) is too long"),
+        (("new", "domain", "d" * 64), "a name has at most 63 characters"),
     ],
     ids=[
         "taken domain",
@@ -123,6 +125,8 @@ def test_scaffolded_products_materialize(project: Project):
         "no domain",
         "no dbt",
         "two",
+        "300-character product",
+        "64-character domain",
     ],
 )
 def test_a_bad_name_gets_a_clear_error_and_changes_nothing(project: Project, args, message):

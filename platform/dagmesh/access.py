@@ -41,6 +41,11 @@ def read_port(home: Path, consumer: str, ref: str, run_id: str) -> PortRead:
     """Open the current version of ``ref`` for ``consumer`` (a product ref or
     a domain name).
 
+    The version read is pinned for this process and ``run_id``: the
+    producer's pruning keeps it until :func:`dagmesh.storage.release_pins`
+    (the consumer's step ended) or this process is gone, so a consumer
+    slower than several publishes still finds its files.
+
     The owner domain reads raw values, every other domain the masked
     ``data.parquet``. A cross-domain read is recorded in the audit log; a
     read the producer's access level does not allow is recorded as denied
@@ -49,7 +54,7 @@ def read_port(home: Path, consumer: str, ref: str, run_id: str) -> PortRead:
     producer, name = ref.split("/")
     consumer_domain = consumer.split("/")[0]
     try:
-        version = OutputPort(home, producer, name).require_current()
+        version, pin = OutputPort(home, producer, name).pin_current(consumer, run_id)
     except PortNotPublishedError as error:
         raise UpstreamNotPublishedError(
             f"{consumer} consumes {ref}, which has no published version yet; "
@@ -61,6 +66,7 @@ def read_port(home: Path, consumer: str, ref: str, run_id: str) -> PortRead:
     access, consumers = info.get("access", "public"), list(info.get("consumers") or [])
     if not allowed(producer, access, consumers, consumer_domain):
         reason = f"{ref} is {describe_access(producer, access, consumers)}"
+        pin.unlink(missing_ok=True)  # nothing is read
         audit_log.record_denied(home, run_id=run_id, consumer=consumer, product=ref, reason=reason)
         raise AccessDeniedError(
             f"access denied: {consumer} may not read {ref}: {reason}. Ask the {producer} "

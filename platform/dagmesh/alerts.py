@@ -65,7 +65,7 @@ def send_alert(alert: Alert) -> None:
 
     try:
         url = config.alert_webhook_url()
-    except config.ConfigError as error:  # says what is wrong, never the URL
+    except config.SettingError as error:  # says what is wrong, never the URL
         logger.warning("dagmesh alert webhook not sent: %s", error)
         return
     if url:

@@ -39,7 +39,7 @@ from dagmesh.product import Product
 from dagmesh.publish import Publication, audit_and_publish
 from dagmesh.spec import python_spec
 from dagmesh.sql import ident, literal
-from dagmesh.storage import DATA_FILE, MeshStore
+from dagmesh.storage import DATA_FILE, MeshStore, release_pins
 from dagmesh.timestamps import define_timestamp_macros
 
 
@@ -164,6 +164,7 @@ def build_product(
         finally:
             con.close()
     finally:
+        release_pins(mesh.home_path, run_id)  # the inputs' versions may be pruned now
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 

@@ -23,6 +23,7 @@ from rich.table import Table
 from dagmesh.contracts.checks import quality_checks
 from dagmesh.contracts.model import Contract
 from dagmesh.governance import MeshView
+from dagmesh.port_health import BROKEN, UNPUBLISHED, PortHealth, port_health
 from dagmesh.publish import contract_text
 from dagmesh.spec import ProductSpec
 from dagmesh.storage import OutputPort
@@ -41,7 +42,7 @@ class Entry:
     contract_version: str | None
     contract_status: str | None
     freshness_sla: str | None
-    freshness: str  # fresh, stale, never materialized, no SLA
+    freshness: str  # fresh, stale, never materialized, no SLA; broken/missing port
     last_update: str | None
     last_run: str | None  # status of the run of its latest materialization attempt
     checks: dict[str, str]  # check name -> last result (passed, failed, not run)
@@ -49,12 +50,14 @@ class Entry:
     consumes: list[str]
     columns: list[dict[str, Any]]
     versions: list[dict[str, Any]] = field(default_factory=list)
+    port: str = "ok"  # ok, unpublished, or "broken: <what is missing, with its path>"
 
     @property
     def healthy(self) -> bool:
-        """Fresh (or no SLA), every check passing, last run not failed."""
+        """Port whole, fresh (or no SLA), every check passing, last run not failed."""
         return (
-            self.freshness in ("fresh", "no SLA")
+            not self.port.startswith("broken")
+            and self.freshness in ("fresh", "no SLA")
             and all(v == "passed" for v in self.checks.values())
             and self.last_run in (None, "SUCCESS")
         )
@@ -97,7 +100,14 @@ def _consumers(mesh: MeshView) -> dict[str, list[str]]:
     return consumers
 
 
-def _freshness(sla: dt.timedelta | None, updated: dt.datetime | None, now: dt.datetime) -> str:
+def _freshness(
+    sla: dt.timedelta | None, updated: dt.datetime | None, now: dt.datetime, port: PortHealth
+) -> str:
+    # Dagster's last materialization says nothing of files deleted since.
+    if port.state == BROKEN:
+        return "broken port"
+    if port.state == UNPUBLISHED and updated is not None:
+        return "missing port"
     if sla is None:
         return "no SLA"
     if updated is None:
@@ -133,6 +143,8 @@ def _entry(
     event = instance.get_latest_materialization_event(key)
     updated = dt.datetime.fromtimestamp(event.timestamp, dt.UTC) if event else None
     sla = contract.freshness if contract else None
+    port = OutputPort(home, spec.domain, spec.name)
+    health = port_health(port)
     return Entry(
         ref=spec.ref,
         domain=spec.domain,
@@ -143,14 +155,15 @@ def _entry(
         contract_version=contract.version if contract else None,
         contract_status=contract.status if contract else None,
         freshness_sla=str(sla) if sla else None,
-        freshness=_freshness(sla, updated, now),
+        freshness=_freshness(sla, updated, now, health),
         last_update=updated.isoformat(timespec="seconds") if updated else None,
         last_run=_last_run(instance, key),
         checks=_check_results(instance, key, _check_names(spec, contract)),
         consumers=sorted(consumers),
         consumes=list(spec.consumes),
         columns=[asdict(c) for c in spec.columns],
-        versions=_recent_versions(OutputPort(home, spec.domain, spec.name)),
+        versions=_recent_versions(port),
+        port=f"broken: {health.detail}" if health.state == BROKEN else health.state,
     )
 
 

@@ -27,13 +27,14 @@ console = Console(stderr=True)
 
 @app.callback()
 def _platform_process() -> None:
-    """Every command: files it (and the processes it starts) creates are
-    owner-only, and a malformed setting stops it before it runs."""
+    """dagmesh: a data mesh on Dagster."""
+    # Files it (and the processes it starts) creates are owner-only, and a
+    # malformed DAGMESH_* setting fails every command at once, in one line.
     owner_only()
     try:
-        config.alert_webhook_url()
-    except config.ConfigError as error:
-        console.print(f"[red]error:[/] {escape(str(error))}")
+        config.check_settings()
+    except config.SettingError as error:
+        console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -156,7 +157,12 @@ def materialize(
             )
 
         try:
-            outcome = run_materialization(products, with_upstream=with_upstream, on_progress=report)
+            outcome = run_materialization(
+                products,
+                with_upstream=with_upstream,
+                on_progress=report,
+                on_notice=lambda text: progress.console.print(f"[yellow]![/] {escape(text)}"),
+            )
         except MaterializeError as error:
             outcome = error
     if isinstance(outcome, MaterializeError):
@@ -310,8 +316,9 @@ def lint(
     ] = True,
 ) -> None:
     """Check every product against the mesh's governance policies, its
-    contract file against its declaration, and each contract against the
-    last published one (breaking changes). One line per violation; exit 1
+    contract file against its declaration, each contract against the last
+    published one (breaking changes), and each published port (whole, and
+    its current version recorded in the audit log). One line per violation; exit 1
     if there is any."""
     from dagmesh.governance import (
         MeshView,
@@ -320,6 +327,7 @@ def lint(
         deprecation_warnings,
         policy_violations,
     )
+    from dagmesh.port_health import port_violations
     from dagmesh.registration import registry_drift
     from dagmesh.registry import Registry
     from dagmesh.workspace import load_mesh_tolerant
@@ -329,6 +337,7 @@ def lint(
     violations = policy_violations(mesh) + contract_drift(mesh)
     if published:
         violations += breaking_violations(mesh, config.mesh_home())
+        violations += port_violations(mesh.specs.values(), config.mesh_home())
     for warning in [*deprecation_warnings(mesh), *registry_drift(mesh)]:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     broken = {**import_errors, **mesh.unreadable}

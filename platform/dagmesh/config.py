@@ -10,6 +10,7 @@ which .gitignore excludes.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -18,6 +19,31 @@ from typing import Any
 from dagmesh.errors import DagmeshError
 
 WORKSPACE_FILE = "workspace.yaml"
+
+
+class SettingError(DagmeshError, ValueError):
+    """An environment variable holds a value dagmesh cannot use."""
+
+
+def _number(name: str, kind: type[int] | type[float], minimum: float) -> int | float | None:
+    """The environment variable ``name`` as a ``kind`` of at least
+    ``minimum``, None when unset or empty; SettingError (one line naming the
+    variable and what it wants) otherwise."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    want = "a whole number" if kind is int else "a number"
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        raise SettingError(
+            f"{name}={raw[:40]!r} is not {want}; unset it or give {want} ≥ {minimum}"
+        )
+    if value < minimum:
+        raise SettingError(f"{name}={raw[:40]!r} is too small; give {want} ≥ {minimum}")
+    return value
 
 
 def project_root() -> Path:
@@ -71,18 +97,30 @@ def registry_dir() -> Path:
     return mesh_home() / "registry"
 
 
+MAX_RUNS_ENV = "DAGMESH_MAX_RUNS"
+MEMORY_LIMIT_ENV = "DAGMESH_DUCKDB_MEMORY_LIMIT"
+# What DuckDB's memory_limit takes: a size with a unit, or a share of RAM.
+_MEMORY = re.compile(r"^\d+(\.\d+)?\s*(([KMGT]i?)?B|%)$", re.IGNORECASE)
+
+
 def max_runs() -> int:
     """How many runs ``dagmesh materialize`` keeps going at once:
-    ``DAGMESH_MAX_RUNS``, else the number of cores."""
-    return int(os.environ.get("DAGMESH_MAX_RUNS", 0)) or os.cpu_count() or 1
+    ``DAGMESH_MAX_RUNS`` (a whole number ≥ 1; SettingError otherwise), else
+    the number of cores."""
+    return int(_number(MAX_RUNS_ENV, int, 1) or 0) or os.cpu_count() or 1
 
 
 def default_memory_limit() -> str:
-    """``DAGMESH_DUCKDB_MEMORY_LIMIT``, else 80 % of RAM divided by the runs
-    that may go at once (:func:`max_runs`): DuckDB's own default gives every
-    step 80 % of RAM, so concurrent steps could together ask for more than
-    the machine has; past the limit DuckDB spills to disk."""
-    if env := os.environ.get("DAGMESH_DUCKDB_MEMORY_LIMIT"):
+    """``DAGMESH_DUCKDB_MEMORY_LIMIT`` (e.g. ``8GB``, ``512MiB``; SettingError
+    if it is not a size), else 80 % of RAM divided by the runs that may go
+    at once (:func:`max_runs`): DuckDB's own default gives every step 80 %
+    of RAM, so concurrent steps could together ask for more than the
+    machine has; past the limit DuckDB spills to disk."""
+    if env := os.environ.get(MEMORY_LIMIT_ENV, "").strip():
+        if not _MEMORY.match(env):
+            raise SettingError(
+                f"{MEMORY_LIMIT_ENV}={env[:40]!r} is not a memory size; give e.g. 8GB or 512MiB"
+            )
         return env
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return f"{int(ram * 0.8 / max_runs()) // 2**20}MB"
@@ -101,21 +139,17 @@ ALERT_WEBHOOK_URL_ENV = "DAGMESH_ALERT_WEBHOOK_URL"
 ALERT_WEBHOOK_TIMEOUT_ENV = "DAGMESH_ALERT_WEBHOOK_TIMEOUT"
 
 
-class ConfigError(DagmeshError, ValueError):
-    """A setting cannot be used as given: names the variable and the fix."""
-
-
 def alert_webhook_url() -> str:
     """Where alerts are POSTed (``DAGMESH_ALERT_WEBHOOK_URL``), or ``""``.
 
-    Raises ConfigError for a URL with a space or a control character (a tab,
+    Raises SettingError for a URL with a space or a control character (a tab,
     a newline...): URL parsers drop or split on them differently, which once
     put the URL's token in a log line. The message never shows the URL.
     """
     url = os.environ.get(ALERT_WEBHOOK_URL_ENV, "").strip()
     bad = next((i for i, c in enumerate(url) if ord(c) < 0x21 or ord(c) == 0x7F), None)
     if bad is not None:
-        raise ConfigError(
+        raise SettingError(
             f"{ALERT_WEBHOOK_URL_ENV} holds a space or control character (tab, newline...) at "
             f"position {bad + 1}; set it to a plain http(s) URL (percent-encode what needs it). "
             "The URL is not shown: it may carry a token."
@@ -124,8 +158,19 @@ def alert_webhook_url() -> str:
 
 
 def alert_webhook_timeout() -> str:
-    """``DAGMESH_ALERT_WEBHOOK_TIMEOUT`` as written (the alerts module parses it)."""
+    """``DAGMESH_ALERT_WEBHOOK_TIMEOUT`` as written (the alerts module parses
+    it, and falls back to its default with a warning: an alert never raises)."""
     return os.environ.get(ALERT_WEBHOOK_TIMEOUT_ENV, "").strip()
+
+
+def check_settings() -> None:
+    """Raise SettingError (one line naming the variable) if any numeric or
+    size setting in the environment is unusable: the command line checks
+    them all before doing anything, so a typo fails at once, not deep in a run."""
+    max_runs()
+    default_memory_limit()
+    alert_webhook_url()
+    _number(ALERT_WEBHOOK_TIMEOUT_ENV, float, 0.001)
 
 
 DEFAULT_DBT_TARGET = "embedded"

@@ -10,6 +10,7 @@ from dagmesh import config
 from dagmesh.alerts import freshness_alert_sensor, run_failure_alert_sensor
 from dagmesh.assets import product_asset
 from dagmesh.automation import automation_sensor
+from dagmesh.dead_runs import dead_run_sensor
 from dagmesh.governance import enforce_at_load
 from dagmesh.privacy import owner_only
 from dagmesh.product import Domain
@@ -29,7 +30,8 @@ def domain_definitions(domain: Domain, executor: Executor = "in_process") -> dg.
     the policy and the fix). It imports no other domain's code, so its load
     time does not grow with the mesh and a broken domain breaks only itself.
     Each product gets its contract's checks and freshness SLA; sensors alert
-    on run failures and freshness breaches. Runs use the in-process executor
+    on run failures and freshness breaches; another marks runs whose worker
+    died as failed and frees their pool slots. Runs use the in-process executor
     by default: one step costs ~50 ms in-process against ~1 s as a subprocess
     on a 2-core machine, and DuckDB already uses every core inside a step
     (see the benchmark in bench/).
@@ -53,7 +55,11 @@ def domain_definitions(domain: Domain, executor: Executor = "in_process") -> dg.
         for name, contract in contracts.items()
         if contract is not None and contract.freshness is not None
     }
-    sensors = [run_failure_alert_sensor(domain.name), automation_sensor(domain.name)]
+    sensors = [
+        run_failure_alert_sensor(domain.name),
+        automation_sensor(domain.name),
+        dead_run_sensor(domain.name),
+    ]
     if sla:
         sensors.append(freshness_alert_sensor(domain.name, sla))
     job = dg.define_asset_job(

@@ -20,6 +20,17 @@ concurrency:
   pools:
     granularity: op
     default_limit: 1
+# With the daemon (dagster dev): runs stuck STARTING/CANCELING fail, killed
+# runs are not resumed, and slots a finished run still holds are freed.
+# Runs left STARTED by a dead worker (no health check in the default
+# launcher, no daemon under `dagmesh materialize`): dagmesh.dead_runs.
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 30
+  free_slots_after_run_end_seconds: 30
 telemetry:
   enabled: false
 """

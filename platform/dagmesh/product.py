@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+MAX_NAME_LENGTH = 63
+"""The longest domain, product, column or input name: PostgreSQL's identifier
+limit (NAMEDATALEN - 1), so every name is also a valid dbt model, schema and
+Postgres identifier, and every file and folder built from it
+(``<name>.odcs.yaml``, ``test_domain_<name>.py``) stays far below the 255
+bytes a file name may have."""
+IDENTIFIER = re.compile(rf"^[a-z][a-z0-9_]{{0,{MAX_NAME_LENGTH - 1}}}\Z")  # \Z: no trailing newline
 
 Format = Literal["csv", "json", "parquet"]
 
@@ -39,11 +45,22 @@ may not take one of these names, so it cannot replace or switch one off."""
 Access = Literal["public", "internal", "private"]
 
 
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 50 else f"{text[:40]}…' ({len(str(value))} characters)"
+
+
 def check_identifier(value: str, what: str) -> str:
-    """Return ``value`` if it is a safe lower-case identifier, else raise ValueError."""
+    """Return ``value`` if it is a safe lower-case identifier of at most
+    :data:`MAX_NAME_LENGTH` characters, else raise ValueError."""
+    if isinstance(value, str) and len(value) > MAX_NAME_LENGTH:
+        raise ValueError(
+            f"{what} {_shown(value)} is too long: a name has at most {MAX_NAME_LENGTH} "
+            "characters (the PostgreSQL and dbt identifier limit)"
+        )
     if not isinstance(value, str) or not IDENTIFIER.match(value):
         raise ValueError(
-            f"{what} {value!r} is not a valid name: use lower-case letters, digits and "
+            f"{what} {_shown(value)} is not a valid name: use lower-case letters, digits and "
             "underscores, starting with a letter"
         )
     return value

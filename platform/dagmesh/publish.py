@@ -22,12 +22,17 @@ from dagmesh import audit_log
 from dagmesh.audit import AuditOutcome, check_schema, masked_select, row_audits
 from dagmesh.contracts.checks import run_quality_rules
 from dagmesh.contracts.model import Contract
+from dagmesh.errors import DagmeshError
 from dagmesh.masking import write_masked
 from dagmesh.spec import ProductSpec
 from dagmesh.sql import literal
 from dagmesh.storage import CONTRACT_FILE, DATA_FILE, RAW_FILE, MeshStore
 
 PREVIEW_ROWS = 5
+
+
+class AuditRecordError(DagmeshError, RuntimeError):
+    """A publish could not be recorded in the audit log, so it did not happen."""
 
 
 @dataclass
@@ -147,6 +152,8 @@ def publish_staged(
     With PII columns, the raw file becomes ``raw.parquet`` (owner only) and
     ``data.parquet`` is rewritten masked (hashed with the mesh's key). Versions
     older than the contract's retention SLA are deleted (never the current).
+    The publish is recorded in the audit log before the version becomes
+    current; AuditRecordError (nothing published) when it cannot be.
     """
     port = mesh.port(spec.domain, spec.name)
     masked: dict[str, str] = {}
@@ -166,13 +173,33 @@ def publish_staged(
         "contract_version": contract.version if contract else None,
     }
     retention = contract.retention if contract else None
-    version = port.publish(staging, run_id, record, keep=mesh.keep_versions, max_age=retention)
-    audit_log.record_publish(
-        mesh.home_path,
-        run_id=run_id,
-        product=port.ref,
-        version=version,
-        rows=record["rows"],
-        contract_version=record["contract_version"],
+
+    def record_publish(version: str) -> None:
+        # Before the version becomes current: a publish that cannot be
+        # recorded does not happen (the port keeps its last good version).
+        try:
+            audit_log.record_publish(
+                mesh.home_path,
+                run_id=run_id,
+                product=port.ref,
+                version=version,
+                rows=record["rows"],
+                contract_version=record["contract_version"],
+            )
+        except OSError as error:
+            current = port.current()
+            kept = f"version {current.version} stays current" if current else "nothing is current"
+            raise AuditRecordError(
+                f"{port.ref}: the publish of version {version} could not be recorded in the "
+                f"audit log {audit_log.audit_dir(mesh.home_path)} ({error.strerror or error}); "
+                f"it was not published and {kept}. Fix the audit directory and re-run."
+            ) from error
+
+    return port.publish(
+        staging,
+        run_id,
+        record,
+        keep=mesh.keep_versions,
+        max_age=retention,
+        record_publish=record_publish,
     )
-    return version

@@ -35,12 +35,16 @@ from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster_graphql.cli import execute_query
 
 from dagmesh import config
+from dagmesh.dead_runs import DeadRun, sweep_dead_runs
 from dagmesh.errors import DagmeshError
 from dagmesh.instance import ensure_dagster_home, quiet_tools
 from dagmesh.privacy import safe_error_text
 from dagmesh.workspace import workspace_locations, workspace_subset
 
 POLL_SECONDS = 0.25
+# How often a materialization looks for runs left STARTED by a dead worker
+# (each look is one query per run in progress).
+SWEEP_SECONDS = 2.0
 MATERIALIZATION_TAG = "dagmesh/materialization"
 
 LAUNCH_RUN = """
@@ -83,6 +87,7 @@ class Outcome:
     not_run: list[str] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
     load_errors: dict[str, str] = field(default_factory=dict)
+    dead_runs: list[DeadRun] = field(default_factory=list)
 
     @property
     def success(self) -> bool:
@@ -362,13 +367,18 @@ def materialize(
     on_progress: Callable[[list[str], list[str], int], None] | None = None,
     timeout: float | None = None,
     max_runs: int | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Materialize products (all of them when ``refs`` is empty) across the
     domains' code locations: one run per domain, once what it needs from
     other domains is done.
 
     ``on_progress(materialized, failed_or_skipped, total)`` is called as
-    products finish. At most ``max_runs`` runs go at once (default
+    products finish. Before launching and every :data:`SWEEP_SECONDS` while
+    runs go, runs left STARTED by a dead worker are marked failed and their
+    pool slots freed (:func:`dagmesh.dead_runs.sweep_dead_runs`), so a
+    killed run never makes the next one wait forever; each is told to
+    ``on_notice`` and kept in ``Outcome.dead_runs``. At most ``max_runs`` runs go at once (default
     ``DAGMESH_MAX_RUNS`` or the number of cores): each step's DuckDB already
     uses every core, and more runs than cores only slow the critical path.
     Returns the :class:`Outcome`; raises MaterializeError when the selection
@@ -396,7 +406,9 @@ def materialize(
         if not refs:
             outcome.load_errors = load_errors(context)
         deadline = time.monotonic() + timeout if timeout else None
+        sweeper = _Sweeper(outcome, on_notice)
         while True:
+            sweeper.sweep(instance)
             for group in progress.ready_groups(reach)[: max(0, max_runs - len(progress.running))]:
                 run_id = launch_run(context, group, tags)
                 progress.running[run_id] = set(group)
@@ -409,6 +421,25 @@ def materialize(
             if deadline and time.monotonic() > deadline:
                 raise MaterializeError(f"materialization {outcome.materialization_id} timed out")
         return _finished(outcome, keys, progress.done)
+
+
+@dataclass
+class _Sweeper:
+    """Sweeps dead runs at most every :data:`SWEEP_SECONDS`."""
+
+    outcome: Outcome
+    on_notice: Callable[[str], None] | None
+    last: float = float("-inf")
+
+    def sweep(self, instance: DagsterInstance) -> None:
+        """Reap dead runs if the last look is old enough; report each one."""
+        if time.monotonic() - self.last < SWEEP_SECONDS:
+            return
+        self.last = time.monotonic()
+        for dead in sweep_dead_runs(instance):
+            self.outcome.dead_runs.append(dead)
+            if self.on_notice:
+                self.on_notice(dead.message)
 
 
 def _finished(outcome: Outcome, keys: list[AssetKey], done: set[AssetKey]) -> Outcome:

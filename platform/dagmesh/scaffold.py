@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from dagmesh import config
-from dagmesh.contracts.generate import sync
+from dagmesh.contracts.generate import contract_path, sync
 from dagmesh.dbt.project import DomainDbtProject, dbt_project
 from dagmesh.errors import DagmeshError
 from dagmesh.product import check_identifier
@@ -75,6 +78,27 @@ class NewDomain:
     tests: int
 
 
+@contextmanager
+def _undone_on_error(files: list[Path], folders: list[Path] = ()) -> Iterator[None]:
+    """Restore ``files`` (or delete those that did not exist) and delete the
+    new ``folders`` if the block fails: a scaffold that fails half-way (a
+    full disk, a file name the file system refuses, a load error) leaves the
+    project as it was, never a domain that no longer loads."""
+    saved = {f: f.read_bytes() if f.is_file() else None for f in files}
+    new_folders = [d for d in folders if not d.exists()]
+    try:
+        yield
+    except BaseException:
+        for file, content in saved.items():
+            if content is None:
+                file.unlink(missing_ok=True)
+            else:
+                file.write_bytes(content)
+        for folder in new_folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 def _relative(path: Path, root: Path) -> Path:
     try:
         return path.resolve().relative_to(root)
@@ -123,8 +147,15 @@ def new_dbt_domain(
         ),
         package / "definitions.py": DEFINITIONS_TEMPLATE.format(name=name),
     }
-    domain, written = _write_location(root, name, files)
-    return NewDomain(name, [*written, *sync(domain)], products, tests)
+    with _undone_on_error(_touched(root, files), [package]):
+        domain, written = _write_location(root, name, files)
+        written += sync(domain)
+    return NewDomain(name, written, products, tests)
+
+
+def _touched(root: Path, files: dict[Path, str]) -> list[Path]:
+    """Every file writing a new location may create or change."""
+    return [*files, root / "domains" / "__init__.py", root / config.WORKSPACE_FILE]
 
 
 def _write_location(root: Path, name: str, files: dict[Path, str]):
@@ -299,8 +330,10 @@ def new_python_domain(
         package / "definitions.py": DEFINITIONS_TEMPLATE.format(name=name),
         root / "tests" / f"test_domain_{name}.py": DOMAIN_TEST_TEMPLATE.format(name=name),
     }
-    domain, written = _write_location(root, name, files)
-    return NewDomain(name, [*written, _starter_contract(domain, "calendar")], ["calendar"], 0)
+    with _undone_on_error(_touched(root, files), [package]):
+        domain, written = _write_location(root, name, files)
+        written.append(_starter_contract(domain, "calendar"))
+    return NewDomain(name, written, ["calendar"], 0)
 
 
 def new_product(
@@ -320,32 +353,49 @@ def new_product(
     if name in product_names(domain):
         raise ScaffoldError(f"{domain_name}/{name} already exists")
     description = description or f"The {name} product of the {domain_name} domain."
-    written: list[Path] = []
     if kind == "dbt":
         project = dbt_project(domain)
         if project is None:
             raise ScaffoldError(f"domain {domain_name!r} has no dbt project: use --sql or --python")
         models = project.project_dir / "models"
-        sql_file, yml_file = models / f"{name}.sql", models / f"{name}.yml"
-        if sql_file.exists() or yml_file.exists():
-            raise ScaffoldError(f"{sql_file} or {yml_file} already exists")
-        sql_file.write_text(DBT_MODEL_TEMPLATE)
-        yml_file.write_text(DBT_YML_TEMPLATE.format(name=name, description=json.dumps(description)))
-        written += [sql_file, yml_file]
-        project.prepare()  # and read the new manifest
+        touched = [models / f"{name}.sql", models / f"{name}.yml"]
     else:
-        template = SQL_PRODUCT_TEMPLATE if kind == "sql" else PYTHON_PRODUCT_TEMPLATE
         module = importlib.import_module(f"{locations[domain_name].package}.products")
-        products_file = Path(module.__file__)
-        text = products_file.read_text()
-        if not re.search(r"^from dagmesh import .*\bColumn\b", text, flags=re.MULTILINE):
-            text = text.replace("from dagmesh import ", "from dagmesh import Column, ", 1)
-        products_file.write_text(
-            text
-            + template.format(domain=domain.name, name=name, description=json.dumps(description))
-        )
-        written.append(products_file)
-        importlib.reload(module)
-        domain = load_domain(locations[domain_name])
-    written.append(_starter_contract(domain, name))
+        touched = [Path(module.__file__)]
+    contract = contract_path(domain, name)
+    with _undone_on_error([*touched, contract]):
+        if kind == "dbt":
+            written = _write_dbt_model(project, name, description)
+        else:
+            written = _append_product(module, domain.name, name, kind, description)
+            domain = load_domain(locations[domain_name])
+        written.append(_starter_contract(domain, name))
     return written
+
+
+def _write_dbt_model(project: DomainDbtProject, name: str, description: str) -> list[Path]:
+    """A starter model and its yml; the project is parsed again."""
+    models = project.project_dir / "models"
+    sql_file, yml_file = models / f"{name}.sql", models / f"{name}.yml"
+    if sql_file.exists() or yml_file.exists():
+        raise ScaffoldError(f"{sql_file} or {yml_file} already exists")
+    sql_file.write_text(DBT_MODEL_TEMPLATE)
+    yml_file.write_text(DBT_YML_TEMPLATE.format(name=name, description=json.dumps(description)))
+    project.prepare()  # and read the new manifest
+    return [sql_file, yml_file]
+
+
+def _append_product(module, domain: str, name: str, kind: str, description: str) -> list[Path]:
+    """Append a starter SQL or Python product to the domain's products.py."""
+    import importlib
+
+    template = SQL_PRODUCT_TEMPLATE if kind == "sql" else PYTHON_PRODUCT_TEMPLATE
+    products_file = Path(module.__file__)
+    text = products_file.read_text()
+    if not re.search(r"^from dagmesh import .*\bColumn\b", text, flags=re.MULTILINE):
+        text = text.replace("from dagmesh import ", "from dagmesh import Column, ", 1)
+    products_file.write_text(
+        text + template.format(domain=domain, name=name, description=json.dumps(description))
+    )
+    importlib.reload(module)
+    return [products_file]

@@ -10,10 +10,17 @@ Layout under ``$DAGMESH_HOME/domains/<domain>/`` (only that domain writes it)::
     ports/<product>/current -> versions/<version>       the output port
     staging/<product>/<run>-<pid>/                      work in progress
 
+and, shared by the mesh, ``$DAGMESH_HOME/pins/<domain>/<product>/<version>/<pid>-<id>.json``:
+a version a running consumer read, which pruning keeps until that consumer
+releases it or its process is gone.
+
 Publishing is one ``rename`` of a finished staging folder into ``versions/``
 and one atomic replace of the ``current`` symlink, so a reader sees either
 the previous version or the new one, never a partial write; a killed run
-leaves only a staging folder, swept by the next run. Readers open a version
+leaves only a staging folder, swept by the next run. A version becomes
+current only after its publish is recorded (the ``record`` callback of
+:meth:`OutputPort.publish`, the audit log): if recording fails, the new
+version is removed and the last good one stays current. Readers open a version
 folder, never a database file another process holds, so no read ever waits
 on a DuckDB lock. Plain DuckDB reads a port with no dagmesh code::
 
@@ -22,10 +29,14 @@ on a DuckDB lock. Plain DuckDB reads a port with no dagmesh code::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -42,10 +53,15 @@ DATA_FILE = "data.parquet"
 RAW_FILE = "raw.parquet"
 CONTRACT_FILE = "contract.yaml"
 VERSION_FILE = "version.json"
+PINS_DIR = "pins"
 
 
 class PortNotPublishedError(DagmeshError, RuntimeError):
     """A product was read before any version of it was published."""
+
+
+class PortBrokenError(DagmeshError, RuntimeError):
+    """A product's ``current`` pointer leads to a version that is gone or incomplete."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,8 @@ class OutputPort:
     def __init__(self, home: Path, domain: str, product: str) -> None:
         self.domain = domain
         self.product = product
+        self.home = Path(home)
+        self.pins_dir = self.home / PINS_DIR / domain / product
         self.domain_dir = Path(home) / "domains" / domain
         self.root = self.domain_dir / "ports" / product
         self.versions_dir = self.root / "versions"
@@ -123,11 +141,80 @@ class OutputPort:
         return PublishedVersion(path.name, path)
 
     def require_current(self) -> PublishedVersion:
-        """The current version; raises PortNotPublishedError when there is none."""
+        """The current version; raises PortNotPublishedError when there is
+        none, PortBrokenError when ``current`` leads to a missing or
+        incomplete version folder."""
         version = self.current()
         if version is None:
             raise PortNotPublishedError(f"{self.ref} has no published version yet")
+        if problem := self.problem(version):
+            raise PortBrokenError(
+                f"{self.ref}: {problem}; re-materialize {self.ref} to publish a new version"
+            )
         return version
+
+    def problem(self, version: PublishedVersion | None = None) -> str | None:
+        """What is wrong with the current version's files (a dangling
+        ``current``, a deleted version folder, a missing file), or None."""
+        version = version or self.current()
+        if version is None:
+            return None
+        if not version.path.is_dir():
+            target = os.readlink(self.current_link)
+            return f"{self.current_link} -> {target}, a version folder that does not exist"
+        for name in (DATA_FILE, VERSION_FILE):
+            if not (version.path / name).is_file():
+                return f"version {version.version} has no {name} ({version.path / name})"
+        return None
+
+    # -- pins: versions running consumers read --------------------------------
+
+    @contextmanager
+    def _pins_locked(self) -> Iterator[None]:
+        """Serialise pinning against pruning: a version is pinned only while
+        it is current, and pruned only if no live pin holds it."""
+        self.pins_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.pins_dir / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def pin_current(self, holder: str, run_id: str) -> tuple[PublishedVersion, Path]:
+        """The current version, pinned for ``holder`` (a consumer) in run
+        ``run_id`` by this process: pruning keeps it until :func:`release_pins`
+        or this process ends. Returns the version and the pin file."""
+        with self._pins_locked():
+            version = self.require_current()
+            folder = self.pins_dir / version.version
+            folder.mkdir(exist_ok=True)
+            pin = folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.json"
+            entry = {"pid": os.getpid(), "run_id": run_id, "holder": holder, "at": time.time()}
+            write_atomically(pin, json.dumps(entry), durable=False)
+        return version, pin
+
+    def pinned(self) -> set[str]:
+        """Versions held by a live pin; pins of dead processes are removed."""
+        with self._pins_locked():
+            return self._live_pins()
+
+    def _live_pins(self) -> set[str]:
+        if not self.pins_dir.is_dir():
+            return set()
+        held = set()
+        for folder in self.pins_dir.iterdir():
+            if not folder.is_dir():
+                continue
+            for pin in folder.glob("*.json"):
+                pid = pin.name.split("-", 1)[0]
+                if pid.isdigit() and _pid_alive(int(pid)):
+                    held.add(folder.name)
+                else:
+                    pin.unlink(missing_ok=True)
+            if folder.name not in held:
+                shutil.rmtree(folder, ignore_errors=True)
+        return held
 
     def versions(self) -> list[PublishedVersion]:
         """Every kept published version, oldest first."""
@@ -158,12 +245,17 @@ class OutputPort:
         record: dict[str, Any],
         keep: int,
         max_age: timedelta | None = None,
+        record_publish: Callable[[str], None] | None = None,
     ) -> str:
         """Atomically make ``staging`` (holding data.parquet) the current version.
 
         Writes the version record, renames the folder into ``versions/``,
-        swaps the ``current`` symlink and keeps the newest ``keep`` versions
-        (those younger than ``max_age``, the retention SLA, when given).
+        calls ``record_publish(version)`` (the audit log), then swaps the
+        ``current`` symlink and keeps the newest ``keep`` versions (those
+        younger than ``max_age``, the retention SLA, when given) plus any a
+        running consumer pinned. If ``record_publish`` raises, the new
+        version is deleted and the error re-raised: the previous version
+        stays current, so no current version is ever unrecorded.
         Returns the new version id.
         """
         if not (staging / DATA_FILE).is_file():
@@ -176,6 +268,12 @@ class OutputPort:
         final = self.versions_dir / version
         os.rename(staging, final)
         _fsync_dir(self.versions_dir)
+        if record_publish is not None:
+            try:
+                record_publish(version)
+            except BaseException:
+                shutil.rmtree(final, ignore_errors=True)
+                raise
         tmp_link = self.root / f".current-{os.getpid()}"
         if tmp_link.is_symlink():
             tmp_link.unlink()
@@ -187,23 +285,41 @@ class OutputPort:
 
     def prune(self, keep: int, max_age: timedelta | None = None) -> list[str]:
         """Delete all but the newest ``keep`` versions, and those published
-        longer than ``max_age`` ago; never the current one."""
+        longer than ``max_age`` ago; never the current one, nor one a live
+        consumer pinned (it goes at a later prune, once released)."""
         keep = max(keep, 1)
-        current = self.current()
-        versions = self.versions()
-        expired = versions[:-keep]
-        if max_age is not None:
-            oldest = time.time() - max_age.total_seconds()
-            expired += [
-                v for v in versions[-keep:] if (v.path / VERSION_FILE).stat().st_mtime < oldest
-            ]
-        removed = []
-        for old in expired:
-            if current and old.path == current.path:
-                continue
-            shutil.rmtree(old.path, ignore_errors=True)
-            removed.append(old.version)
+        with self._pins_locked():
+            current = self.current()
+            versions = self.versions()
+            expired = versions[:-keep]
+            if max_age is not None:
+                oldest = time.time() - max_age.total_seconds()
+                expired += [
+                    v for v in versions[-keep:] if (v.path / VERSION_FILE).stat().st_mtime < oldest
+                ]
+            held = self._live_pins()
+            removed = []
+            for old in expired:
+                if (current and old.path == current.path) or old.version in held:
+                    continue
+                shutil.rmtree(old.path, ignore_errors=True)
+                removed.append(old.version)
         return removed
+
+
+def release_pins(home: Path, run_id: str) -> int:
+    """Release every pin this process holds for ``run_id`` (a consumer's step
+    ended); returns how many. Pins of a process that died are swept by the
+    next prune instead."""
+    released = 0
+    for pin in (Path(home) / PINS_DIR).glob(f"*/*/*/{os.getpid()}-*.json"):
+        try:
+            if json.loads(pin.read_text()).get("run_id") == run_id:
+                pin.unlink(missing_ok=True)
+                released += 1
+        except (OSError, ValueError):
+            continue
+    return released
 
 
 def _fsync_dir(path: Path) -> None:

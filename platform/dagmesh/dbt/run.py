@@ -55,7 +55,7 @@ from dagmesh.resources import MeshStorage
 from dagmesh.results import alert_blocked, check_result, publication_metadata
 from dagmesh.spec import ProductSpec, dbt_spec
 from dagmesh.sql import ident, literal
-from dagmesh.storage import DATA_FILE
+from dagmesh.storage import DATA_FILE, release_pins
 
 SAMPLE_ROWS = 3
 
@@ -302,14 +302,16 @@ def run_dbt_products(
     grant = run_grant(project, home, pinned, context.run.run_id)
     grant.write(project.grant_path(home, project.domain))
     project.database_path(home).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        started = time.perf_counter()
+        build = yield from _dbt_build(context, project, state)
+        context.log.info(f"dbt build of {project.name}: {time.perf_counter() - started:.1f}s")
 
-    started = time.perf_counter()
-    build = yield from _dbt_build(context, project, state)
-    context.log.info(f"dbt build of {project.name}: {time.perf_counter() - started:.1f}s")
-
-    problems = yield from _publish_built(
-        context, domain, build, contracts, mesh, pinned, memory_limit, state
-    )
+        problems = yield from _publish_built(
+            context, domain, build, contracts, mesh, pinned, memory_limit, state
+        )
+    finally:
+        release_pins(home, context.run.run_id)  # the inputs' versions may be pruned now
     for leftover in build.checks.values():
         yield from leftover
     denied = _denied(build, grant, project.domain)
