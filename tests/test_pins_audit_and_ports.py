@@ -23,7 +23,7 @@ from dagmesh import Column, Domain, Landing, audit_log
 from dagmesh.access import read_port
 from dagmesh.assets import product_asset
 from dagmesh.build import build_product
-from dagmesh.catalog import _entry
+from dagmesh.catalog import catalog_entry
 from dagmesh.port_health import port_violations
 from dagmesh.product import MAX_NAME_LENGTH, check_identifier
 from dagmesh.publish import AuditRecordError
@@ -219,13 +219,12 @@ def test_the_catalog_shows_a_deleted_version_as_broken_not_fresh(tmp_path: Path)
         )
         assert result.success
         spec = python_spec(lab.products["src"])
-        now = dt.datetime.now(dt.UTC)
-        assert _entry(spec, None, instance, home, [], now).port == "ok"
+        assert catalog_entry(spec, None, instance, home).port == "ok"
         port = OutputPort(home, "lab", "src")
         import shutil
 
         shutil.rmtree(port.require_current().path)
-        entry = _entry(spec, None, instance, home, [], now)
+        entry = catalog_entry(spec, None, instance, home)
     assert entry.freshness == "broken port" and not entry.healthy
     assert entry.port.startswith("broken: ") and str(port.current_link) in entry.port
 
