@@ -27,6 +27,7 @@ from dagmesh.contracts.model import Contract
 from dagmesh.dbt.project import dbt_project
 from dagmesh.dbt.run import pool_name, run_dbt_products
 from dagmesh.dbt.translator import MeshDbtTranslator
+from dagmesh.errors import DagmeshError
 from dagmesh.product import Domain
 from dagmesh.resources import MeshStorage
 from dagmesh.spec import ProductSpec, dbt_spec
@@ -88,6 +89,11 @@ def dbt_domain_assets(
         allow_arbitrary_check_specs=True,
     )
     def _dbt_products(context: dg.AssetExecutionContext, mesh: MeshStorage) -> Iterator[Any]:
-        yield from run_dbt_products(context, domain, contracts, mesh)
+        try:
+            yield from run_dbt_products(context, domain, contracts, mesh)
+        except DagmeshError as error:
+            # The platform's own errors are written without data: the run's
+            # failure shows them whole, not redacted as a foreign error is.
+            raise dg.Failure(description=str(error)) from None
 
     return _dbt_products
