@@ -566,3 +566,42 @@ def test_redact_withholds_values(text: str):
     shown = redact(text, lines=3)
     assert "O'Brien" not in shown and "Brien@" not in shown
     _assert_no_personal_data("the redacted text", shown)
+
+
+def test_dbt_output_in_the_compute_log_withholds_the_values_a_model_failed_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+):
+    """dagster-dbt re-prints dbt's log lines into the step's compute log (its
+    stdout); dbt quotes the value a model failed on. The platform redacts
+    those lines: the failing model is still named, the value is not."""
+    from dagmesh.dbt.assets import dbt_domain_assets
+
+    root = tmp_path / "project"
+    project = root / "dbt_projects" / "leaky"
+    (project / "models").mkdir(parents=True)
+    monkeypatch.setenv("DAGMESH_PROJECT", str(root))
+    (root / "workspace.yaml").write_text("load_from: []\n")
+    (project / "dbt_project.yml").write_text(
+        "name: leaky\nversion: '1.0.0'\nconfig-version: 2\nprofile: leaky\n"
+        "models:\n  leaky:\n    +materialized: table\n"
+    )
+    (project / "models" / "as_number.sql").write_text(
+        f"select cast(email as integer) as n from (select '{EMAIL}' as email)\n"
+    )
+    (project / "models" / "fine.sql").write_text("select 1 as one\n")
+    leaky = Domain("leaky", owner="o", description="d", dbt_project=str(project))
+    home = tmp_path / "home"
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [dbt_domain_assets(leaky, {})],
+            resources={"mesh": MeshStorage(home=str(home))},
+            instance=instance,
+            raise_on_error=False,
+        )
+        events = [str(e) for e in instance.all_logs(result.run_id)]
+    printed = capfd.readouterr()
+    assert not result.success
+    assert "as_number" in printed.out  # dbt's lines about the model are still there
+    for text in (printed.out, printed.err, *events):
+        assert EMAIL not in text and EMAIL.split("@")[0] not in text
+    assert (home / "domains/leaky/ports/fine/current/data.parquet").is_file()

@@ -15,10 +15,15 @@ alerts, and out of other users' reach on disk.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
+import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 OWNER_ONLY_UMASK = 0o077
 WITHHELD = "<value withheld>"
@@ -92,3 +97,44 @@ def safe_error_text(cls_name: str | None, message: str) -> str:
         return _EMAIL.sub(WITHHELD, message).strip()
     text = redact(message)
     return f"{cls_name}: {text}" if cls_name and not text.startswith(cls_name) else text
+
+
+class RedactedLines(io.TextIOBase):
+    """A text stream that passes each line to ``target`` redacted
+    (:func:`redact`): for tools that echo data in their output, such as dbt
+    re-emitted by dagster-dbt into the step's compute log."""
+
+    def __init__(self, target: TextIO) -> None:
+        self._target = target
+        self._pending = ""
+
+    def writable(self) -> bool:
+        """Always: it is an output stream."""
+        return True
+
+    def write(self, text: str) -> int:
+        """Buffer ``text`` and pass on every complete line, redacted."""
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._target.write(redact(line, limit=2000) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        """Pass on what is buffered (redacted) and flush the target."""
+        if self._pending:
+            self._target.write(redact(self._pending, limit=2000))
+            self._pending = ""
+        self._target.flush()
+
+
+@contextlib.contextmanager
+def redacted_stdout() -> Iterator[None]:
+    """Within the block, what is printed to ``sys.stdout`` is redacted line by line."""
+    original = sys.stdout
+    sys.stdout = RedactedLines(original)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout = original

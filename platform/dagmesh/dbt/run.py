@@ -48,7 +48,7 @@ from dagmesh.dbt.manifest import PORTS_DATABASE, classification
 from dagmesh.dbt.project import DomainDbtProject, dbt_executable, dbt_project
 from dagmesh.grants import Grant, denial, lock
 from dagmesh.instance import quiet_tools
-from dagmesh.privacy import redact
+from dagmesh.privacy import redact, redacted_stdout
 from dagmesh.product import Domain
 from dagmesh.publish import Publication, audit_and_publish
 from dagmesh.resources import MeshStorage
@@ -257,13 +257,16 @@ def _dbt_build(
     invocation = dbt.cli(["build"], context=context, target_path=target, raise_on_error=False)
     built: dict[dg.AssetKey, dict[str, Any]] = {}
     checks: dict[dg.AssetKey, list[dg.AssetCheckResult]] = defaultdict(list)
-    for event in invocation.stream():
-        if isinstance(event, dg.Output):
-            built[context.asset_key_for_output(event.output_name)] = dict(event.metadata)
-        elif isinstance(event, dg.AssetCheckResult):
-            checks[event.asset_key].append(event)
-        else:
-            yield event
+    # dagster-dbt re-prints dbt's log lines, which quote the values a model
+    # failed on, into the compute log: they pass through redaction first.
+    with redacted_stdout():
+        for event in invocation.stream():
+            if isinstance(event, dg.Output):
+                built[context.asset_key_for_output(event.output_name)] = dict(event.metadata)
+            elif isinstance(event, dg.AssetCheckResult):
+                checks[event.asset_key].append(event)
+            else:
+                yield event
     if not (target / "run_results.json").exists():
         # dbt stopped before running anything (profile, connection, compilation).
         raise dg.Failure(
