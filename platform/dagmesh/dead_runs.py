@@ -32,6 +32,8 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
+from dagmesh.storage import pid_alive
+
 logger = logging.getLogger("dagmesh.dead_runs")
 
 IN_PROGRESS = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
@@ -103,13 +105,7 @@ def worker_alive(pid: int, started_at: float) -> bool:
     and is not a newer process that reuses the number."""
     linux = _linux_process(pid)
     if linux is None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_alive(pid)
     alive, start = linux
     if not alive:
         return False

@@ -95,7 +95,9 @@ class PublishedVersion:
         return json.loads((self.path / VERSION_FILE).read_text())
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one owned by
+    another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -208,7 +210,7 @@ class OutputPort:
                 continue
             for pin in folder.glob("*.json"):
                 pid = pin.name.split("-", 1)[0]
-                if pid.isdigit() and _pid_alive(int(pid)):
+                if pid.isdigit() and pid_alive(int(pid)):
                     held.add(folder.name)
                 else:
                     pin.unlink(missing_ok=True)
@@ -231,7 +233,7 @@ class OutputPort:
         self.staging_root.mkdir(parents=True, exist_ok=True)
         for leftover in self.staging_root.iterdir():
             pid = leftover.name.rsplit("-", 1)[-1]
-            if not pid.isdigit() or not _pid_alive(int(pid)):
+            if not pid.isdigit() or not pid_alive(int(pid)):
                 shutil.rmtree(leftover, ignore_errors=True)
         staging = self.staging_root / f"{run_id}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
