@@ -32,12 +32,13 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatu
 # are what `dagster-graphql`'s own CLI uses for the same job.
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster._daemon.controller import get_daemon_statuses
 from dagster_graphql.cli import execute_query
 
 from dagmesh import config
 from dagmesh.dead_runs import DeadRun, sweep_dead_runs
 from dagmesh.errors import DagmeshError
-from dagmesh.instance import ensure_dagster_home, quiet_tools
+from dagmesh.instance import QUEUE_DAEMON, ensure_dagster_home, quiet_tools
 from dagmesh.privacy import safe_error_text
 from dagmesh.workspace import workspace_locations, workspace_subset
 
@@ -46,6 +47,10 @@ POLL_SECONDS = 0.25
 # (each look is one query per run in progress).
 SWEEP_SECONDS = 2.0
 MATERIALIZATION_TAG = "dagmesh/materialization"
+DOMAIN_TAG = "dagmesh/domain"
+# A queue daemon whose last heartbeat is older than this (plus Dagster's 30 s
+# heartbeat interval) is taken as not running.
+DAEMON_TOLERANCE_SECONDS = 60
 
 LAUNCH_RUN = """
 mutation LaunchRun($params: ExecutionParams!) {
@@ -111,9 +116,9 @@ def _key(ref: str) -> AssetKey:
 
 @contextmanager
 def workspace_context(instance: DagsterInstance, only: Collection[str] | None = None):
-    """A workspace loaded from workspace.yaml (one code server per domain);
-    ``only`` limits it to those code locations."""
-    workspace = config.workspace_file()
+    """The workspace runs load (workspace.yaml, or the profile's, e.g. one
+    gRPC code server per domain); ``only`` limits it to those code locations."""
+    workspace = config.run_workspace_file()
     with tempfile.TemporaryDirectory(prefix="dagmesh-workspace-") as folder:
         if only is not None:
             workspace = workspace_subset(Path(folder), only)
@@ -198,7 +203,12 @@ def launch_run(context: WorkspaceProcessContext, keys: list[AssetKey], tags: dic
             ],
         },
         "runConfigData": QUIET_RUN_CONFIG,
-        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+        "executionMetadata": {
+            "tags": [
+                {"key": k, "value": v}
+                for k, v in {**tags, DOMAIN_TAG: handle.location_name}.items()
+            ]
+        },
     }
     result = execute_query(context, LAUNCH_RUN, {"params": params})
     if result.get("errors"):
@@ -391,6 +401,7 @@ def materialize(
     refs = list(refs)
     only = locations_needed(refs, with_upstream)
     with DagsterInstance.get() as instance, workspace_context(instance, only) as context:
+        require_queue_daemon(instance)
         keys = select(context, refs, with_upstream)
         graph = context.create_request_context().asset_graph
         selected = set(keys)
@@ -421,6 +432,37 @@ def materialize(
             if deadline and time.monotonic() > deadline:
                 raise MaterializeError(f"materialization {outcome.materialization_id} timed out")
         return _finished(outcome, keys, progress.done)
+
+
+def require_queue_daemon(instance: DagsterInstance) -> None:
+    """Raise MaterializeError if runs are queued and no daemon dequeues them.
+
+    With the QueuedRunCoordinator a launched run only becomes QUEUED: the
+    daemon's QUEUED_RUN_COORDINATOR loop is what starts it, within the
+    queue's limits. dagmesh does not start a daemon of its own: an instance
+    must have exactly one (the deployment's); a second one would count the
+    runs in progress separately and break the per-domain limits.
+    """
+    if not instance.run_coordinator or QUEUE_DAEMON not in instance.get_required_daemon_types():
+        return
+    status = get_daemon_statuses(
+        instance,
+        [QUEUE_DAEMON],
+        ignore_errors=True,
+        heartbeat_tolerance_seconds=DAEMON_TOLERANCE_SECONDS,
+    )[QUEUE_DAEMON]
+    if not status.healthy:
+        beat = status.last_heartbeat
+        seen = (
+            f"its last heartbeat was at {time.strftime('%H:%M:%S', time.localtime(beat.timestamp))}"
+            if beat
+            else "it has never run on this instance"
+        )
+        raise MaterializeError(
+            f"profile {config.profile_name()} queues runs (QueuedRunCoordinator) and no "
+            f"dagster-daemon is running to start them ({seen}); start the deployment's "
+            "daemon, or `dagmesh daemon` in another terminal, and try again"
+        )
 
 
 @dataclass
