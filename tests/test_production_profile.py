@@ -285,6 +285,26 @@ def test_the_queue_limits_every_domain_and_lets_one_go_higher(project: dict, mon
     }
 
 
+def test_the_embedded_default_is_unchanged_and_comes_back(
+    project: dict, tmp_path: Path, monkeypatch
+):
+    from dagmesh.instance import EMBEDDED_DAGSTER_YAML, ensure_dagster_home
+
+    monkeypatch.setenv("DAGMESH_PROJECT", str(project["root"]))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    for name, value in project["env"].items():
+        if name.startswith("DAGMESH_PG_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DAGMESH_PROFILE", "production")
+    written = tmp_path / "dagster" / "dagster.yaml"
+    ensure_dagster_home()
+    assert "QueuedRunCoordinator" in written.read_text()
+    monkeypatch.delenv("DAGMESH_PROFILE")
+    ensure_dagster_home()
+    assert written.read_text() == EMBEDDED_DAGSTER_YAML
+    assert "DefaultRunCoordinator" in EMBEDDED_DAGSTER_YAML
+
+
 def test_without_a_daemon_materialize_says_what_to_start(project: dict, code_servers):
     result = _dagmesh(project["env"], "materialize", "--all", timeout=300)
     assert result.returncode == 2, _flat(result)
