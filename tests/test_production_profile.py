@@ -305,6 +305,28 @@ def test_the_embedded_default_is_unchanged_and_comes_back(
     assert "DefaultRunCoordinator" in EMBEDDED_DAGSTER_YAML
 
 
+def test_bad_grpc_workspace_requests_and_a_missing_workspace_are_named(project: dict):
+    env = {**project["env"], "DAGMESH_PROFILE": ""}
+    for args, message in [
+        (("--host", "{zone}.svc"), "host '{zone}.svc': only {domain} may be in braces"),
+        (("--base-port", "65535"), "are not valid"),
+        (("--base-port", "0"), "are not valid"),
+    ]:
+        result = _dagmesh(env, "workspace", "--grpc", *args, timeout=120)
+        assert result.returncode == 2, _flat(result)
+        assert message in _flat(result)
+    moved = project["root"] / "workspace.grpc.yaml"
+    moved.rename(moved.with_suffix(".away"))
+    try:
+        result = _dagmesh(project["env"], "materialize", "--all", timeout=120)
+    finally:
+        moved.with_suffix(".away").rename(moved)
+    assert result.returncode == 2, _flat(result)
+    assert "workspace.grpc.yaml does not exist; write it with `dagmesh workspace --grpc" in (
+        _flat(result)
+    )
+
+
 def test_without_a_daemon_materialize_says_what_to_start(project: dict, code_servers):
     result = _dagmesh(project["env"], "materialize", "--all", timeout=300)
     assert result.returncode == 2, _flat(result)

@@ -347,5 +347,11 @@ def run_workspace_file() -> Path:
     """The workspace file runs load: the profile's ``workspace`` (e.g. one
     ``grpc_server`` entry per domain), else workspace.yaml."""
     if workspace := profile().workspace:
-        return project_root() / workspace
+        path = project_root() / workspace
+        if not path.is_file():
+            raise SettingError(
+                f"profile {profile_name()}: workspace {path} does not exist; write it with "
+                f"`dagmesh workspace --grpc --out {workspace}`"
+            )
+        return path
     return workspace_file()

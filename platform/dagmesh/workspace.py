@@ -93,9 +93,14 @@ def grpc_workspace(host: str, base_port: int) -> tuple[str, dict[str, tuple[str,
     locations = workspace_locations()
     if base_port < 1 or base_port + len(locations) > 65536:
         raise MeshError(f"ports {base_port}..{base_port + len(locations) - 1} are not valid")
-    addresses = {
-        name: (host.format(domain=name), base_port + i) for i, name in enumerate(locations)
-    }
+    try:
+        addresses = {
+            name: (host.format(domain=name), base_port + i) for i, name in enumerate(locations)
+        }
+    except (KeyError, IndexError, ValueError) as error:
+        raise MeshError(
+            f"host {host!r}: only {{domain}} may be in braces ({type(error).__name__}: {error})"
+        ) from None
     lines = [GRPC_HEADER.rstrip("\n")]
     for name, location in locations.items():
         lines.append(f"#   {code_server_command(location, *addresses[name])}")
