@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 
 import duckdb
@@ -166,6 +167,9 @@ def daemon(project: dict, code_servers) -> Iterator[None]:
         stderr=subprocess.DEVNULL,
     )
     try:
+        # `dagmesh daemon` writes the instance's dagster.yaml before it starts.
+        settings = Path(project["env"]["DAGSTER_HOME"]) / "dagster.yaml"
+        _wait(lambda: "QueuedRunCoordinator" in settings.read_text(), 60)
         with _instance(project) as instance:
             _wait(lambda: "QUEUED_RUN_COORDINATOR" in instance.get_daemon_heartbeats(), 120)
         yield
@@ -369,6 +373,39 @@ def test_a_cross_domain_materialization_goes_through_the_queue(
     published = project["root"] / ".dagmesh/domains/beta/ports/weeks/current/data.parquet"
     weeks = duckdb.connect().execute(f"SELECT sum(days) FROM '{published}'").fetchone()[0]
     assert weeks >= 365 * 2
+
+
+def test_the_domain_limit_makes_a_second_run_of_a_domain_wait_in_the_queue(
+    project: dict, postgres: Postgres, daemon
+):
+    # Two materializations of the same domain at once: both succeed, and the
+    # run that came second waited QUEUED until the first one had ended.
+    processes = [
+        subprocess.Popen(
+            [str(BIN / "dagmesh"), "materialize", "alpha/calendar"],
+            cwd=project["root"],
+            env=project["env"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    ids = [o.split("dagmesh/materialization=")[1].split()[0] for o in outputs]
+    runs = postgres.query(
+        "SELECT r.run_id, r.status, r.start_time, r.end_time, "
+        "(SELECT min(e.timestamp) FROM event_logs e WHERE e.run_id = r.run_id "
+        " AND e.dagster_event_type = %s) FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
+        "WHERE t.key = 'dagmesh/materialization' AND t.value = ANY(%s) ORDER BY r.start_time",
+        (DagsterEventType.RUN_ENQUEUED.value, ids),
+    )
+    assert [r[1] for r in runs] == ["SUCCESS", "SUCCESS"], runs
+    first, second = runs
+    assert second[2] >= first[3]  # started after the first ended
+    # though queued before it ended (event times are naive UTC)
+    assert second[4].replace(tzinfo=UTC).timestamp() < first[3]
 
 
 def test_no_secret_is_written_to_the_instance_files_or_logs(

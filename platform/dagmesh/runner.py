@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 # No public API loads a workspace.yaml and answers GraphQL in-process: these
 # are what `dagster-graphql`'s own CLI uses for the same job.
@@ -329,6 +329,7 @@ class _Progress:
     done: set[AssetKey] = field(default_factory=set)
     failed: set[AssetKey] = field(default_factory=set)
     running: dict[str, set[AssetKey]] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
 
     def ready_groups(self, reach: dict[AssetKey, int]) -> list[list[AssetKey]]:
         """What to launch now, one group of products per domain; the group
@@ -354,6 +355,7 @@ class _Progress:
             if run is None or not run.is_finished:
                 continue
             group = self.running.pop(run_id)
+            self.finished.add(run_id)
             ok = _materialized_in(instance, run_id) & group
             self.done |= ok
             if run.status != DagsterRunStatus.SUCCESS or ok != group:
@@ -400,8 +402,11 @@ def materialize(
     logging.getLogger("dagster.code_server").setLevel(logging.WARNING)
     refs = list(refs)
     only = locations_needed(refs, with_upstream)
-    with DagsterInstance.get() as instance, workspace_context(instance, only) as context:
-        require_queue_daemon(instance)
+    with (
+        DagsterInstance.get() as instance,
+        _queue_ready(instance),
+        workspace_context(instance, only) as context,
+    ):
         keys = select(context, refs, with_upstream)
         graph = context.create_request_context().asset_graph
         selected = set(keys)
@@ -417,7 +422,7 @@ def materialize(
         if not refs:
             outcome.load_errors = load_errors(context)
         deadline = time.monotonic() + timeout if timeout else None
-        sweeper = _Sweeper(outcome, on_notice)
+        sweeper = _Sweeper(outcome, on_notice, finished=progress.finished)
         while True:
             sweeper.sweep(instance)
             for group in progress.ready_groups(reach)[: max(0, max_runs - len(progress.running))]:
@@ -432,6 +437,13 @@ def materialize(
             if deadline and time.monotonic() > deadline:
                 raise MaterializeError(f"materialization {outcome.materialization_id} timed out")
         return _finished(outcome, keys, progress.done)
+
+
+@contextmanager
+def _queue_ready(instance: DagsterInstance):
+    """Check the queue's daemon before the (slower) workspace load."""
+    require_queue_daemon(instance)
+    yield
 
 
 def require_queue_daemon(instance: DagsterInstance) -> None:
@@ -471,6 +483,7 @@ class _Sweeper:
 
     outcome: Outcome
     on_notice: Callable[[str], None] | None
+    finished: Collection[str] = ()
     last: float = float("-inf")
 
     def sweep(self, instance: DagsterInstance) -> None:
@@ -482,6 +495,12 @@ class _Sweeper:
             self.outcome.dead_runs.append(dead)
             if self.on_notice:
                 self.on_notice(dead.message)
+        # A run waiting in the queue while the daemon is gone would wait forever.
+        waiting = [r for r in self.outcome.run_ids if r not in self.finished]
+        if waiting and instance.get_run_ids(
+            RunsFilter(run_ids=waiting, statuses=[DagsterRunStatus.QUEUED])
+        ):
+            require_queue_daemon(instance)
 
 
 def _finished(outcome: Outcome, keys: list[AssetKey], done: set[AssetKey]) -> Outcome:
