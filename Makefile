@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup browser run test lint bench
+.PHONY: setup browser postgres run test lint bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,13 @@ lint: setup
 browser:
 	bash scripts/ensure-chromium
 
+# The production-profile tests start a PostgreSQL cluster of their own;
+# Debian's server package is installed if missing.
+postgres:
+	bash scripts/ensure-postgres
+
 # pytest exits non-zero when no test ran (exit code 5), and make stops on it.
-test: lint browser
+test: lint browser postgres
 	$(BIN)/python -m pytest -q
 
 bench: setup

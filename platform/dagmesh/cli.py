@@ -163,9 +163,9 @@ def materialize(
                 on_progress=report,
                 on_notice=lambda text: progress.console.print(f"[yellow]![/] {escape(text)}"),
             )
-        except MaterializeError as error:
+        except (MaterializeError, config.SettingError) as error:
             outcome = error
-    if isinstance(outcome, MaterializeError):
+    if isinstance(outcome, MaterializeError | config.SettingError):
         console.print(f"[red]error:[/] {escape(str(outcome))}")
         raise typer.Exit(2)
     console.print(
@@ -502,7 +502,7 @@ def dev(
         console.print("[yellow]the mesh did not fully materialize; the UI shows why[/]")
     quiet_tools()
     ensure_dagster_home()
-    workspace = str(config.workspace_file())
+    workspace = str(config.run_workspace_file())
     command = ["dagster", "dev", "-w", workspace, "-h", host, "-p", str(port)]
     console.print(f"serving the Dagster UI on http://{host}:{port} ({' '.join(command)})")
     dagster = Path(sys.executable).with_name("dagster")
@@ -511,6 +511,54 @@ def dev(
     # SIGINT handler, so it would then ignore SIGTERM too and never stop.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.execv(str(dagster), [str(dagster), *command[1:]])
+
+
+@app.command()
+def daemon() -> None:
+    """Run the Dagster daemon of the selected profile's instance (it starts
+    queued runs, schedules and sensors); one per instance."""
+    from dagmesh.instance import ensure_dagster_home, quiet_tools
+
+    quiet_tools()
+    try:
+        ensure_dagster_home()
+    except config.SettingError as error:
+        console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    command = ["dagster-daemon", "run", "-w", str(config.run_workspace_file())]
+    console.print(f"running the Dagster daemon ({' '.join(command)})")
+    executable = Path(sys.executable).with_name("dagster-daemon")
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as in `dev`: SIGTERM must stop it
+    os.execv(str(executable), [str(executable), *command[1:]])
+
+
+@app.command()
+def workspace(
+    grpc: Annotated[bool, typer.Option("--grpc", help="One grpc_server entry per domain")] = False,
+    host: Annotated[
+        str, typer.Option(help="Where the code servers listen; {domain} is replaced")
+    ] = "127.0.0.1",
+    base_port: Annotated[int, typer.Option(help="The first domain's port")] = 4000,
+    out: Annotated[Path | None, typer.Option(help="Write it here (else print it)")] = None,
+) -> None:
+    """Print (or write) the workspace of one gRPC code server per domain, with
+    the command that starts each one; point a profile's ``workspace`` at it."""
+    from dagmesh.atomic import write_atomically
+    from dagmesh.registry import MeshError
+    from dagmesh.workspace import grpc_workspace
+
+    if not grpc:
+        raise typer.BadParameter("only --grpc is supported: workspace.yaml is the other one")
+    try:
+        text, _ = grpc_workspace(host, base_port)
+    except MeshError as error:
+        console.print(f"[red]error:[/] {escape(str(error))}")
+        raise typer.Exit(2) from None
+    if out is None:
+        print(text, end="")
+        return
+    write_atomically(out, text)
+    console.print(f"wrote {out}")
 
 
 if __name__ == "__main__":

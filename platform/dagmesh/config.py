@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,7 @@ def check_settings() -> None:
     default_memory_limit()
     alert_webhook_url()
     _number(ALERT_WEBHOOK_TIMEOUT_ENV, float, 0.001)
+    profile()
 
 
 DEFAULT_DBT_TARGET = "embedded"
@@ -192,3 +194,164 @@ def tool_settings() -> dict[str, Any]:
 @cache
 def _tool_settings(pyproject: Path, mtime_ns: int) -> dict[str, Any]:
     return tomllib.loads(pyproject.read_text()).get("tool", {}).get("dagmesh", {})
+
+
+# ---------------------------------------------------------------------------
+# Profiles: how the mesh runs (embedded default, or e.g. production).
+# ---------------------------------------------------------------------------
+
+PROFILE_ENV = "DAGMESH_PROFILE"
+EMBEDDED_PROFILE = "embedded"
+# The Dagster instance's PostgreSQL connection: each setting the profile's
+# ``[...postgres]`` table does not give is read from its environment variable
+# when Dagster loads the instance; the password only ever from the environment.
+PG_ENV = {
+    "hostname": "DAGMESH_PG_HOST",
+    "port": "DAGMESH_PG_PORT",
+    "username": "DAGMESH_PG_USER",
+    "db_name": "DAGMESH_PG_DB",
+    "password": "DAGMESH_PG_PASSWORD",
+}
+PG_SECRETS = frozenset({"password"})
+_PROFILE_KEYS = frozenset(
+    {"instance", "max_concurrent_runs", "domain_run_limit", "domain_run_limits", "workspace"}
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One ``[tool.dagmesh.profiles.<name>]`` table, checked.
+
+    ``instance`` is ``sqlite`` (under DAGMESH_HOME) or ``postgres``; a
+    profile with ``max_concurrent_runs`` or a domain run limit queues runs
+    (Dagster's QueuedRunCoordinator: the daemon starts them within the
+    limits); ``workspace`` is the workspace file runs load (e.g. one
+    ``grpc_server`` per domain), relative to the project.
+    """
+
+    name: str
+    instance: str = "sqlite"
+    postgres: dict[str, str | int] = field(default_factory=dict)
+    max_concurrent_runs: int | None = None
+    domain_run_limit: int | None = None
+    domain_run_limits: dict[str, int] = field(default_factory=dict)
+    workspace: str | None = None
+
+    @property
+    def queued(self) -> bool:
+        """Runs go through Dagster's run queue (only a daemon starts them)."""
+        return bool(self.max_concurrent_runs or self.domain_run_limit or self.domain_run_limits)
+
+    def required_env(self) -> list[str]:
+        """The environment variables the instance reads when it loads."""
+        if self.instance != "postgres":
+            return []
+        return [env for key, env in PG_ENV.items() if key not in self.postgres]
+
+
+def profile_name() -> str:
+    """``DAGMESH_PROFILE``, else ``embedded`` (SQLite, runs start at once)."""
+    return os.environ.get(PROFILE_ENV, "").strip() or EMBEDDED_PROFILE
+
+
+def profile() -> Profile:
+    """The selected profile, its table checked; SettingError naming the
+    profile and the key otherwise. ``embedded`` (the default) is built in:
+    SQLite under DAGMESH_HOME, runs started at once."""
+    name = profile_name()
+    if name == EMBEDDED_PROFILE:
+        # Fixed: `make run` never depends on a settings file.
+        return Profile(name)
+    profiles = tool_settings().get("profiles", {})
+    table = profiles.get(name) if isinstance(profiles, dict) else None
+    if table is None:
+        names = [EMBEDDED_PROFILE, *profiles] if isinstance(profiles, dict) else []
+        known = ", ".join(sorted(names))
+        raise SettingError(
+            f"{PROFILE_ENV}={name[:40]!r}: no [tool.dagmesh.profiles.{name[:40]}] in "
+            f"{project_root() / 'pyproject.toml'}; profiles: {known}"
+        )
+    return _checked_profile(name, table)
+
+
+def _limit(name: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SettingError(f"profile {name}: {key} = {value!r} is not a whole number ≥ 1")
+    return value
+
+
+def _checked_profile(name: str, table: Any) -> Profile:
+    where = f"[tool.dagmesh.profiles.{name}]"
+    if not isinstance(table, dict):
+        raise SettingError(f"{where} must be a table")
+    if unknown := set(table) - _PROFILE_KEYS - {"postgres"}:
+        raise SettingError(
+            f"{where}: unknown key {sorted(unknown)[0]!r}; keys: "
+            f"{', '.join(sorted(_PROFILE_KEYS | {'postgres'}))}"
+        )
+    instance = table.get("instance", "sqlite")
+    if instance not in ("sqlite", "postgres"):
+        raise SettingError(f"{where}: instance = {instance!r}; give 'sqlite' or 'postgres'")
+    postgres = _checked_postgres(where, table.get("postgres", {}))
+    limits = table.get("domain_run_limits", {})
+    if not isinstance(limits, dict):
+        raise SettingError(f"{where}: domain_run_limits must be a table of domain = limit")
+    optional = {k: table.get(k) for k in ("max_concurrent_runs", "domain_run_limit")}
+    workspace = table.get("workspace")
+    if workspace is not None and not isinstance(workspace, str):
+        raise SettingError(f"{where}: workspace must be a path (relative to the project)")
+    return Profile(
+        name,
+        instance=instance,
+        postgres=postgres,
+        domain_run_limits={d: _limit(name, f"domain_run_limits.{d}", n) for d, n in limits.items()},
+        workspace=workspace,
+        **{k: None if v is None else _limit(name, k, v) for k, v in optional.items()},
+    )
+
+
+def _checked_postgres(where: str, table: Any) -> dict[str, str | int]:
+    if not isinstance(table, dict):
+        raise SettingError(f"{where}: postgres must be a table")
+    for key, value in table.items():
+        if key in PG_SECRETS:
+            # A secret in a checked-in file is the leak this refuses.
+            raise SettingError(
+                f"{where}: postgres.{key} must not be in a file; set {PG_ENV[key]} in the "
+                "environment instead"
+            )
+        if key not in PG_ENV:
+            raise SettingError(
+                f"{where}: unknown postgres key {key!r}; keys: "
+                f"{', '.join(k for k in PG_ENV if k not in PG_SECRETS)}"
+            )
+        if key == "port":
+            _limit(where, "postgres.port", value)
+        elif not isinstance(value, str) or not value:
+            raise SettingError(f"{where}: postgres.{key} must be a non-empty string")
+    return dict(table)
+
+
+def check_profile_env(selected: Profile | None = None) -> None:
+    """Raise SettingError naming every environment variable the profile's
+    instance needs and that is unset or empty (their values never shown)."""
+    selected = selected or profile()
+    if missing := [env for env in selected.required_env() if not os.environ.get(env)]:
+        raise SettingError(
+            f"profile {selected.name} needs {', '.join(missing)} in the environment "
+            "(the Dagster instance's PostgreSQL connection; secrets are never read from files)"
+        )
+
+
+def run_workspace_file() -> Path:
+    """The workspace file runs load: the profile's ``workspace`` (e.g. one
+    ``grpc_server`` entry per domain), else workspace.yaml."""
+    if workspace := profile().workspace:
+        path = project_root() / workspace
+        if not path.is_file():
+            raise SettingError(
+                f"profile {profile_name()}: workspace {path} does not exist; write it with "
+                f"`dagmesh workspace --grpc --out {workspace}`"
+            )
+        return path
+    return workspace_file()

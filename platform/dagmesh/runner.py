@@ -26,18 +26,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 # No public API loads a workspace.yaml and answers GraphQL in-process: these
 # are what `dagster-graphql`'s own CLI uses for the same job.
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster._daemon.controller import get_daemon_statuses
 from dagster_graphql.cli import execute_query
 
 from dagmesh import config
 from dagmesh.dead_runs import DeadRun, sweep_dead_runs
 from dagmesh.errors import DagmeshError
-from dagmesh.instance import ensure_dagster_home, quiet_tools
+from dagmesh.instance import QUEUE_DAEMON, ensure_dagster_home, quiet_tools
 from dagmesh.privacy import safe_error_text
 from dagmesh.workspace import workspace_locations, workspace_subset
 
@@ -46,6 +47,10 @@ POLL_SECONDS = 0.25
 # (each look is one query per run in progress).
 SWEEP_SECONDS = 2.0
 MATERIALIZATION_TAG = "dagmesh/materialization"
+DOMAIN_TAG = "dagmesh/domain"
+# A queue daemon whose last heartbeat is older than this (plus Dagster's 30 s
+# heartbeat interval) is taken as not running.
+DAEMON_TOLERANCE_SECONDS = 60
 
 LAUNCH_RUN = """
 mutation LaunchRun($params: ExecutionParams!) {
@@ -111,9 +116,9 @@ def _key(ref: str) -> AssetKey:
 
 @contextmanager
 def workspace_context(instance: DagsterInstance, only: Collection[str] | None = None):
-    """A workspace loaded from workspace.yaml (one code server per domain);
-    ``only`` limits it to those code locations."""
-    workspace = config.workspace_file()
+    """The workspace runs load (workspace.yaml, or the profile's, e.g. one
+    gRPC code server per domain); ``only`` limits it to those code locations."""
+    workspace = config.run_workspace_file()
     with tempfile.TemporaryDirectory(prefix="dagmesh-workspace-") as folder:
         if only is not None:
             workspace = workspace_subset(Path(folder), only)
@@ -198,7 +203,12 @@ def launch_run(context: WorkspaceProcessContext, keys: list[AssetKey], tags: dic
             ],
         },
         "runConfigData": QUIET_RUN_CONFIG,
-        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+        "executionMetadata": {
+            "tags": [
+                {"key": k, "value": v}
+                for k, v in {**tags, DOMAIN_TAG: handle.location_name}.items()
+            ]
+        },
     }
     result = execute_query(context, LAUNCH_RUN, {"params": params})
     if result.get("errors"):
@@ -319,6 +329,7 @@ class _Progress:
     done: set[AssetKey] = field(default_factory=set)
     failed: set[AssetKey] = field(default_factory=set)
     running: dict[str, set[AssetKey]] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
 
     def ready_groups(self, reach: dict[AssetKey, int]) -> list[list[AssetKey]]:
         """What to launch now, one group of products per domain; the group
@@ -344,6 +355,7 @@ class _Progress:
             if run is None or not run.is_finished:
                 continue
             group = self.running.pop(run_id)
+            self.finished.add(run_id)
             ok = _materialized_in(instance, run_id) & group
             self.done |= ok
             if run.status != DagsterRunStatus.SUCCESS or ok != group:
@@ -390,7 +402,11 @@ def materialize(
     logging.getLogger("dagster.code_server").setLevel(logging.WARNING)
     refs = list(refs)
     only = locations_needed(refs, with_upstream)
-    with DagsterInstance.get() as instance, workspace_context(instance, only) as context:
+    with (
+        DagsterInstance.get() as instance,
+        _queue_ready(instance),
+        workspace_context(instance, only) as context,
+    ):
         keys = select(context, refs, with_upstream)
         graph = context.create_request_context().asset_graph
         selected = set(keys)
@@ -406,7 +422,7 @@ def materialize(
         if not refs:
             outcome.load_errors = load_errors(context)
         deadline = time.monotonic() + timeout if timeout else None
-        sweeper = _Sweeper(outcome, on_notice)
+        sweeper = _Sweeper(outcome, on_notice, finished=progress.finished)
         while True:
             sweeper.sweep(instance)
             for group in progress.ready_groups(reach)[: max(0, max_runs - len(progress.running))]:
@@ -423,12 +439,51 @@ def materialize(
         return _finished(outcome, keys, progress.done)
 
 
+@contextmanager
+def _queue_ready(instance: DagsterInstance):
+    """Check the queue's daemon before the (slower) workspace load."""
+    require_queue_daemon(instance)
+    yield
+
+
+def require_queue_daemon(instance: DagsterInstance) -> None:
+    """Raise MaterializeError if runs are queued and no daemon dequeues them.
+
+    With the QueuedRunCoordinator a launched run only becomes QUEUED: the
+    daemon's QUEUED_RUN_COORDINATOR loop is what starts it, within the
+    queue's limits. dagmesh does not start a daemon of its own: an instance
+    must have exactly one (the deployment's); a second one would count the
+    runs in progress separately and break the per-domain limits.
+    """
+    if not instance.run_coordinator or QUEUE_DAEMON not in instance.get_required_daemon_types():
+        return
+    status = get_daemon_statuses(
+        instance,
+        [QUEUE_DAEMON],
+        ignore_errors=True,
+        heartbeat_tolerance_seconds=DAEMON_TOLERANCE_SECONDS,
+    )[QUEUE_DAEMON]
+    if not status.healthy:
+        beat = status.last_heartbeat
+        seen = (
+            f"its last heartbeat was at {time.strftime('%H:%M:%S', time.localtime(beat.timestamp))}"
+            if beat
+            else "it has never run on this instance"
+        )
+        raise MaterializeError(
+            f"profile {config.profile_name()} queues runs (QueuedRunCoordinator) and no "
+            f"dagster-daemon is running to start them ({seen}); start the deployment's "
+            "daemon, or `dagmesh daemon` in another terminal, and try again"
+        )
+
+
 @dataclass
 class _Sweeper:
     """Sweeps dead runs at most every :data:`SWEEP_SECONDS`."""
 
     outcome: Outcome
     on_notice: Callable[[str], None] | None
+    finished: Collection[str] = ()
     last: float = float("-inf")
 
     def sweep(self, instance: DagsterInstance) -> None:
@@ -440,6 +495,12 @@ class _Sweeper:
             self.outcome.dead_runs.append(dead)
             if self.on_notice:
                 self.on_notice(dead.message)
+        # A run waiting in the queue while the daemon is gone would wait forever.
+        waiting = [r for r in self.outcome.run_ids if r not in self.finished]
+        if waiting and instance.get_run_ids(
+            RunsFilter(run_ids=waiting, statuses=[DagsterRunStatus.QUEUED])
+        ):
+            require_queue_daemon(instance)
 
 
 def _finished(outcome: Outcome, keys: list[AssetKey], done: set[AssetKey]) -> Outcome:

@@ -54,20 +54,72 @@ def workspace_locations(workspace: Path | None = None) -> dict[str, Location]:
     return locations
 
 
+def entry_location(entry: dict) -> str | None:
+    """The location name of one ``load_from`` entry (``python_module`` or
+    ``grpc_server``), None for an entry it cannot name."""
+    for kind in ("python_module", "grpc_server"):
+        target = entry.get(kind)
+        if isinstance(target, str):
+            return target.split(".")[-2] if "." in target else target
+        if isinstance(target, dict):
+            module = str(target.get("module_name", ""))
+            return target.get("location_name") or (module.split(".")[-2] if "." in module else None)
+    return None
+
+
 def workspace_subset(folder: Path, names: Collection[str]) -> Path:
-    """Write a workspace.yaml holding only the locations ``names`` into
+    """Write a workspace.yaml holding only the locations ``names`` of the
+    workspace runs load (:func:`dagmesh.config.run_workspace_file`) into
     ``folder`` and return it."""
-    settings = yaml.safe_load(config.workspace_file().read_text()) or {}
-    by_name = {loc.module: name for name, loc in workspace_locations().items()}
-    kept = []
-    for entry in settings.get("load_from", []):
-        target = entry.get("python_module")
-        module = target if isinstance(target, str) else (target or {}).get("module_name")
-        if by_name.get(module) in names:
-            kept.append(entry)
+    settings = yaml.safe_load(config.run_workspace_file().read_text()) or {}
+    kept = [e for e in settings.get("load_from", []) if entry_location(e) in names]
     path = folder / config.WORKSPACE_FILE
     path.write_text(yaml.safe_dump({**settings, "load_from": kept}))
     return path
+
+
+GRPC_HEADER = (
+    "# Written by `dagmesh workspace --grpc`: one gRPC code server per domain.\n"
+    "# Start each one as its domain's own process (or container):\n"
+)
+
+
+def grpc_workspace(host: str, base_port: int) -> tuple[str, dict[str, tuple[str, int]]]:
+    """A workspace of one ``grpc_server`` entry per domain of workspace.yaml
+    (ports ``base_port``, ``base_port + 1``... in its order; ``{domain}`` in
+    ``host`` is replaced by the domain, e.g. a service name per domain), and
+    where each domain's server listens. Each entry's comment is the command
+    that starts that domain's code server."""
+    locations = workspace_locations()
+    if base_port < 1 or base_port + len(locations) > 65536:
+        raise MeshError(f"ports {base_port}..{base_port + len(locations) - 1} are not valid")
+    try:
+        addresses = {
+            name: (host.format(domain=name), base_port + i) for i, name in enumerate(locations)
+        }
+    except (KeyError, IndexError, ValueError) as error:
+        raise MeshError(
+            f"host {host!r}: only {{domain}} may be in braces ({type(error).__name__}: {error})"
+        ) from None
+    lines = [GRPC_HEADER.rstrip("\n")]
+    for name, location in locations.items():
+        lines.append(f"#   {code_server_command(location, *addresses[name])}")
+    entries = [
+        {"grpc_server": {"host": h, "port": p, "location_name": name}}
+        for name, (h, p) in addresses.items()
+    ]
+    text = "\n".join(lines) + "\n" + yaml.safe_dump({"load_from": entries}, sort_keys=False)
+    return text, addresses
+
+
+def code_server_command(location: Location, host: str, port: int) -> str:
+    """How to start ``location``'s own gRPC code server (from the project
+    folder, with the mesh's environment: DAGMESH_HOME, DAGMESH_PROFILE and
+    the instance's variables, which the run workers it starts need)."""
+    return (
+        f"dagster code-server start -m {location.module} --location-name {location.name} "
+        f"-h {'0.0.0.0' if host not in ('127.0.0.1', 'localhost') else host} -p {port} -d ."
+    )
 
 
 def load_domain(location: Location) -> Domain:
