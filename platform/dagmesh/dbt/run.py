@@ -44,7 +44,13 @@ from dagmesh.atomic import replaced_atomically
 from dagmesh.audit import masked_select
 from dagmesh.config import default_memory_limit
 from dagmesh.contracts.model import Contract
-from dagmesh.dbt.manifest import PORTS_DATABASE, classification
+from dagmesh.dbt.manifest import (
+    PORTS_DATABASE,
+    classification,
+    is_ephemeral,
+    product_name,
+    tested_node,
+)
 from dagmesh.dbt.project import DomainDbtProject, dbt_executable, dbt_project
 from dagmesh.grants import Grant, denial, lock
 from dagmesh.instance import quiet_tools
@@ -118,6 +124,22 @@ class PinnedInputs:
     ports: Path
 
 
+def _parents_through_ephemeral(manifest: Mapping[str, Any], uid: str) -> set[str]:
+    """What a node reads, an ephemeral model (inlined into it) standing for
+    what that model reads."""
+    parents: set[str] = set()
+    pending = list(manifest["nodes"][uid].get("depends_on", {}).get("nodes", []))
+    while pending:
+        parent = pending.pop()
+        if parent in parents:
+            continue
+        parents.add(parent)
+        node = manifest["nodes"].get(parent)
+        if node is not None and is_ephemeral(node):
+            pending += node.get("depends_on", {}).get("nodes", [])
+    return parents
+
+
 def pin_inputs(
     project: DomainDbtProject, mesh: MeshStorage, selected: set[str], run_id: str
 ) -> PinnedInputs:
@@ -129,8 +151,8 @@ def pin_inputs(
     manifest = project.manifest
     readers: dict[str, list[str]] = defaultdict(list)
     for uid in sorted(selected):
-        for parent in manifest["nodes"][uid].get("depends_on", {}).get("nodes", []):
-            readers[parent].append(f"{project.domain}/{manifest['nodes'][uid]['name']}")
+        for parent in _parents_through_ephemeral(manifest, uid):
+            readers[parent].append(f"{project.domain}/{product_name(manifest['nodes'][uid])}")
     files, versions = {}, {}
     for uid, (domain, product) in project.port_sources().items():
         if uid not in readers:
@@ -206,7 +228,7 @@ class DbtBuild:
             test
             for uid, test in self.manifest["nodes"].items()
             if uid in failed
-            and test.get("attached_node") == unique_id
+            and tested_node(test, self.manifest) == unique_id
             and test.get("config", {}).get("severity", "error").lower() == "error"
         ]
 
@@ -217,7 +239,7 @@ class DbtBuild:
             node = self.manifest["nodes"].get(result["unique_id"])
             if node is None:
                 continue
-            ref = f"{domain}/{node['name']}"
+            ref = f"{domain}/{product_name(node)}"
             if node["resource_type"] not in ("model", "seed", "snapshot"):
                 if result["status"] == "error":
                     problems.append(Problem(ref, _dbt_message(result)))
@@ -337,7 +359,7 @@ def _denied(build: DbtBuild, grant: Grant, domain: str) -> list[Problem]:
         found = denial(result.get("message") or "") if result["status"] == "error" else None
         if node is None or found is None:
             continue
-        ref = f"{domain}/{node['name']}"
+        ref = f"{domain}/{product_name(node)}"
         problems.append(Problem(ref, record_refusal(grant, found, step=ref)))
     return problems
 
@@ -385,7 +407,7 @@ def _publish_built(
                 problems += [Problem(ref, _failed_test_message(con, ref, t, node)) for t in failed]
                 continue
             checks = build.checks.pop(key, [])
-            parents = node.get("depends_on", {}).get("nodes", [])
+            parents = _parents_through_ephemeral(build.manifest, node["unique_id"])
             inputs = dict(pinned.versions[uid] for uid in parents if uid in pinned.versions)
             started = time.perf_counter()
             spec = dbt_spec(domain, node, build.manifest, project.project_dir)
@@ -395,7 +417,7 @@ def _publish_built(
                     mesh,
                     key,
                     spec,
-                    contracts.get(node["name"]),
+                    contracts.get(product_name(node)),
                     node,
                     context.run.run_id,
                     inputs,
