@@ -336,6 +336,29 @@ def test_the_catalog_lists_exactly_the_checks_dagster_runs(mesh: Project, jaffle
     assert _fingerprint(folder) == before
 
 
+def test_a_failing_unit_test_is_named_and_its_model_not_published(mesh: Project, jaffle):
+    assert jaffle["first"].returncode == 0
+    schema = mesh.root / "dbt_projects" / "jaffle_shop" / "models" / "staging" / "schema.yml"
+    good = schema.read_text()
+    before = mesh.port("shop", "stg_customers").resolve()
+    schema.write_text(good.replace("full_name: Ada L.}", "full_name: Ada Lovelace}"))
+    try:
+        result = mesh.run("materialize", "shop/stg_customers", "shop/customers_v1")
+    finally:
+        schema.write_text(good)
+    output = _flat(result)
+    assert result.returncode == 1, output[-3000:]
+    assert (
+        "shop/stg_customers: dbt unit test full_name_joins_first_and_last "
+        "(models/staging/schema.yml) failed, so dbt did not build it" in output
+    )
+    assert (
+        "shop/customers_v1: skipped: it needs what failed in this run: "
+        "full_name_joins_first_and_last" in output
+    )
+    assert mesh.port("shop", "stg_customers").resolve() == before
+
+
 def test_lint_fails_on_a_project_that_does_not_compile_and_the_catalog_shows_it_broken(
     mesh: Project, jaffle
 ):
@@ -360,3 +383,20 @@ def test_lint_fails_on_a_project_that_does_not_compile_and_the_catalog_shows_it_
     domains = json.loads(catalog.stdout)["domains"]
     assert "nothing_here" in domains["shop"]["broken"]
     assert domains["shop"]["products"] == 0
+
+
+def test_a_project_name_dbt_refuses_is_refused_with_dbts_message(tmp_path: Path):
+    project = _new_project(tmp_path)
+    folder = project.root / "dbt_projects" / "bakery"
+    shutil.copytree(FIXTURES / "bakery", folder)
+    settings = folder / "dbt_project.yml"
+    settings.write_text(settings.read_text().replace("name: bakery", 'name: "bakery-shop"'))
+    before = _fingerprint(folder)
+    refused = project.run("new", "domain", "bakery", "--dbt-project", "dbt_projects/bakery")
+    output = _flat(refused)
+    assert refused.returncode == 2, output
+    assert "dbt project dbt_projects/bakery of domain bakery does not compile" in output
+    assert "'bakery-shop' does not match" in output
+    assert _fingerprint(folder) == before
+    assert not (project.root / "domains" / "bakery").exists()
+    assert (project.root / "workspace.yaml").read_text() == "load_from: []\n"

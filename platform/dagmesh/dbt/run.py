@@ -233,10 +233,14 @@ class DbtBuild:
         ]
 
     def not_built(self, domain: str, accounted: set[str]) -> list[Problem]:
-        """Products that dbt failed to build or skipped, and other dbt errors."""
+        """Products that dbt failed to build or skipped (naming what failed
+        before them), failed unit tests, and other dbt errors."""
         problems = []
         for result in self.results:
-            node = self.manifest["nodes"].get(result["unique_id"])
+            uid = result["unique_id"]
+            node = self.manifest["nodes"].get(uid)
+            if uid in self.manifest.get("unit_tests", {}):
+                problems += self._unit_test_problem(domain, result)
             if node is None:
                 continue
             ref = f"{domain}/{product_name(node)}"
@@ -248,8 +252,45 @@ class DbtBuild:
             elif result["status"] == "error":
                 problems.append(Problem(ref, f"dbt failed to build it: {_dbt_message(result)}"))
             elif result["status"] == "skipped":
-                problems.append(Problem(ref, "skipped: something it needs failed in this run"))
+                problems.append(Problem(ref, f"skipped: {self._why_skipped(uid)}"))
         return problems
+
+    def _resource(self, uid: str) -> Mapping[str, Any]:
+        """A node or unit test of the build's manifest (empty if neither)."""
+        return self.manifest["nodes"].get(uid) or self.manifest.get("unit_tests", {}).get(uid) or {}
+
+    def _unit_test_problem(self, domain: str, result: Mapping[str, Any]) -> list[Problem]:
+        """A failed dbt unit test, named, against the model it tests."""
+        if result["status"] not in ("fail", "error"):
+            return []
+        unit = self._resource(result["unique_id"])
+        tested = [self._resource(uid) for uid in unit.get("depends_on", {}).get("nodes", [])]
+        name = product_name(tested[0]) if tested and tested[0] else unit.get("model", "?")
+        outcome = "failed" if result["status"] == "fail" else "errored"
+        where = unit.get("original_file_path", "?")
+        return [
+            Problem(
+                f"{domain}/{name}",
+                f"dbt unit test {unit['name']} ({where}) {outcome}, so dbt did not build it: "
+                f"{_dbt_message(result)}",
+            )
+        ]
+
+    def _why_skipped(self, uid: str) -> str:
+        """What failed in this run that ``uid`` needs: its unit tests, the
+        nodes it reads (through ephemeral models) and their tests."""
+        needed = _parents_through_ephemeral(self.manifest, uid) | {uid}
+        names = []
+        for result in self.results:
+            if result["status"] not in ("fail", "error"):
+                continue
+            failed = self._resource(result["unique_id"])
+            reads = set(failed.get("depends_on", {}).get("nodes", []))
+            if result["unique_id"] in needed or reads & needed:
+                names.append(failed.get("name", result["unique_id"]))
+        if not names:
+            return "something it needs failed in this run"
+        return "it needs what failed in this run: " + ", ".join(sorted(names))
 
 
 def _dbt_message(result: Mapping[str, Any]) -> str:
