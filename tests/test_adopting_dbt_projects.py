@@ -400,3 +400,22 @@ def test_a_project_name_dbt_refuses_is_refused_with_dbts_message(tmp_path: Path)
     assert _fingerprint(folder) == before
     assert not (project.root / "domains" / "bakery").exists()
     assert (project.root / "workspace.yaml").read_text() == "load_from: []\n"
+
+
+def test_a_database_config_is_reported_as_not_adopted(tmp_path: Path):
+    project = _new_project(tmp_path)
+    folder = project.root / "dbt_projects" / "bakery"
+    shutil.copytree(FIXTURES / "bakery", folder)
+    settings = folder / "dbt_project.yml"
+    settings.write_text(
+        settings.read_text().replace(
+            "      +materialized: table", "      +materialized: table\n      +database: archive"
+        )
+    )
+    created = project.run("new", "domain", "bakery", "--dbt-project", "dbt_projects/bakery")
+    output = _flat(created)
+    assert created.returncode == 0, output
+    not_adopted = output[output.index("Not adopted:") : output.index("wrote ")]
+    assert "2 nodes with +database (daily_sales (archive), waste (archive)): not adopted" in (
+        not_adopted
+    )

@@ -27,10 +27,12 @@ BAKERY_PRODUCTS = ["daily_sales", "raw_bakes", "raw_sales", "stg_bakes", "stg_sa
 
 
 def _fingerprint(folder: Path) -> dict[str, str]:
+    """Every file's checksum and every folder (an empty new `logs/` counts)."""
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
         if p.is_file()
+        else "folder"
+        for p in sorted(folder.rglob("*"))
     }
 
 

@@ -428,7 +428,11 @@ def exposure_advice(mesh: MeshView, domain_names: Iterable[str] | None = None) -
         contract = mesh.contracts.get(ref)
         for name in EXPOSURE_POLICIES:
             check = GLOBAL_POLICIES[name][1]
-            advice += [Violation(ref, name, m, fix) for m, fix in check(public, contract, mesh)]
+            advice += [
+                # Said of a product not exposed yet: "would need", not "is public but".
+                Violation(ref, name, m.replace("is public but ", ""), fix)
+                for m, fix in check(public, contract, mesh)
+            ]
     return advice
 
 
