@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from dagmesh import config
 from dagmesh.errors import DagmeshError
 from dagmesh.privacy import owner_only
+
+if TYPE_CHECKING:  # the commands import what they use when they run: a fast start
+    from dagmesh.dbt.adoption import Survey
+    from dagmesh.governance import Violation
 
 app = typer.Typer(help="dagmesh: a data mesh on Dagster.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -259,7 +263,7 @@ def _print_written(files: list[Path]) -> None:
         console.print(f"wrote {file.relative_to(root) if file.is_relative_to(root) else file}")
 
 
-def _print_survey(found) -> None:
+def _print_survey(found: Survey) -> None:
     """What adopting the dbt project makes of each kind it holds (printed
     before anything is written)."""
     console.print(f"dbt project {escape(found.project)} holds:")
@@ -271,7 +275,7 @@ def _print_survey(found) -> None:
             console.print(f"  {escape(str(finding))}")
 
 
-def _print_advice(advice: list) -> None:
+def _print_advice(advice: list[Violation]) -> None:
     """What the product policies would ask of the domain's internals before
     another domain may read them: advice, one line per product."""
     if not advice:
