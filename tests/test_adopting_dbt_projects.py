@@ -333,6 +333,12 @@ def test_the_catalog_lists_exactly_the_checks_dagster_runs(mesh: Project, jaffle
     assert relationships not in products["shop/stg_customers"]["checks"]
     assert products["shop/orders"]["checks"]["assert_orders_have_payments"] == "passed"
     assert products["shop/orders"]["warning_checks"] == ["positive_orders_amount"]
+    # Columns as consumers read them: the yml's (no data_type) typed from the
+    # published version, and those the yml does not list.
+    columns = {c["name"]: c for c in products["shop/stg_customers"]["columns"]}
+    assert list(columns) == ["customer_id", "first_name", "last_name", "full_name"]
+    assert columns["customer_id"]["type"] == "INTEGER"
+    assert columns["full_name"]["type"] == "VARCHAR" and columns["full_name"]["description"] == ""
     assert _fingerprint(folder) == before
 
 

@@ -27,7 +27,7 @@ from dagmesh.contracts.model import Contract
 from dagmesh.governance import MeshView
 from dagmesh.port_health import BROKEN, UNPUBLISHED, PortHealth, port_health
 from dagmesh.publish import contract_text
-from dagmesh.spec import ProductSpec
+from dagmesh.spec import ColumnSpec, ProductSpec
 from dagmesh.storage import OutputPort
 
 
@@ -156,6 +156,29 @@ def _check_names(spec: ProductSpec, contract: Contract | None) -> list[str]:
     return names + [c for c in quality_checks(contract) if c not in names]
 
 
+def _columns(spec: ProductSpec, port: OutputPort) -> list[dict[str, Any]]:
+    """The product's columns as declared, completed by its current published
+    version for what the declaration leaves out (a dbt yml without
+    ``data_type``, or columns it does not list): what consumers really read."""
+    columns = [asdict(c) for c in spec.columns]
+    current = port.current()
+    try:
+        published = (current.info().get("columns") or {}) if current else {}
+    except (OSError, ValueError):  # a broken port is reported as such elsewhere
+        published = {}
+    declared = {c["name"] for c in columns}
+    for column in columns:
+        if not column["type"] and column["name"] in published:
+            column["type"] = published[column["name"]]
+    blank = asdict(ColumnSpec("", ""))
+    columns += [
+        {**blank, "name": name, "type": kind}
+        for name, kind in published.items()
+        if name not in declared
+    ]
+    return columns
+
+
 def _recent_versions(port: OutputPort) -> list[dict[str, Any]]:
     """The kept published versions, newest first, with rows and publication time."""
     return [
@@ -192,7 +215,7 @@ def _entry(
         checks=state.checks,
         consumers=sorted(consumers),
         consumes=list(spec.consumes),
-        columns=[asdict(c) for c in spec.columns],
+        columns=_columns(spec, port),
         versions=_recent_versions(port),
         port=f"broken: {health.detail}" if health.state == BROKEN else health.state,
         warning_checks=list(spec.warning_checks),
