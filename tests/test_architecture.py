@@ -39,6 +39,7 @@ ENGINE = {
     "dagmesh.contracts.generate",
     "dagmesh.contracts.breaking",
     "dagmesh.dbt.project",
+    "dagmesh.dbt.adoption",
     "dagmesh.governance",
     "dagmesh.registration",
     "dagmesh.workspace",
@@ -119,6 +120,7 @@ DECLARATIONS_MAY_USE = DECLARATIONS | {
     "dagmesh.storage",
     "dagmesh.grants",  # storage locks each step's DuckDB to its grant
     "dagmesh.dbt.project",
+    "dagmesh.dbt.adoption",
     "dagmesh.instance",
     "dagmesh.sql",
     "dagmesh.context",

@@ -12,12 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import jinja2
+from rich.markup import escape
 from rich.table import Table
 
 from dagmesh.contracts.checks import quality_checks
@@ -25,7 +27,7 @@ from dagmesh.contracts.model import Contract
 from dagmesh.governance import MeshView
 from dagmesh.port_health import BROKEN, UNPUBLISHED, PortHealth, port_health
 from dagmesh.publish import contract_text
-from dagmesh.spec import ProductSpec
+from dagmesh.spec import ColumnSpec, ProductSpec
 from dagmesh.storage import OutputPort
 
 
@@ -51,6 +53,7 @@ class Entry:
     columns: list[dict[str, Any]]
     versions: list[dict[str, Any]] = field(default_factory=list)
     port: str = "ok"  # ok, unpublished, or "broken: <what is missing, with its path>"
+    warning_checks: list[str] = field(default_factory=list)  # never block, never unhealthy
 
     @property
     def healthy(self) -> bool:
@@ -58,7 +61,10 @@ class Entry:
         return (
             not self.port.startswith("broken")
             and self.freshness in ("fresh", "no SLA")
-            and all(v == "passed" for v in self.checks.values())
+            and all(
+                v == "passed" or (name in self.warning_checks and v != "not run")
+                for name, v in self.checks.items()
+            )
             and self.last_run in (None, "SUCCESS")
         )
 
@@ -146,8 +152,31 @@ def _check_names(spec: ProductSpec, contract: Contract | None) -> list[str]:
     # The platform's schema check (dbt: when the yml types columns), then
     # the declared blocking checks (dbt: error-severity tests), then the contract's.
     typed = spec.kind != "dbt" or any(c.type for c in spec.columns)
-    names = (["schema"] if typed else []) + list(spec.blocking_checks)
+    names = (["schema"] if typed else []) + list(spec.blocking_checks) + spec.warning_checks
     return names + [c for c in quality_checks(contract) if c not in names]
+
+
+def _columns(spec: ProductSpec, port: OutputPort) -> list[dict[str, Any]]:
+    """The product's columns as declared, completed by its current published
+    version for what the declaration leaves out (a dbt yml without
+    ``data_type``, or columns it does not list): what consumers really read."""
+    columns = [asdict(c) for c in spec.columns]
+    current = port.current()
+    try:
+        published = (current.info().get("columns") or {}) if current else {}
+    except (OSError, ValueError):  # a broken port is reported as such elsewhere
+        published = {}
+    declared = {c["name"] for c in columns}
+    for column in columns:
+        if not column["type"] and column["name"] in published:
+            column["type"] = published[column["name"]]
+    blank = asdict(ColumnSpec("", ""))
+    columns += [
+        {**blank, "name": name, "type": kind}
+        for name, kind in published.items()
+        if name not in declared
+    ]
+    return columns
 
 
 def _recent_versions(port: OutputPort) -> list[dict[str, Any]]:
@@ -186,9 +215,10 @@ def _entry(
         checks=state.checks,
         consumers=sorted(consumers),
         consumes=list(spec.consumes),
-        columns=[asdict(c) for c in spec.columns],
+        columns=_columns(spec, port),
         versions=_recent_versions(port),
         port=f"broken: {health.detail}" if health.state == BROKEN else health.state,
+        warning_checks=list(spec.warning_checks),
     )
 
 
@@ -275,10 +305,13 @@ def render_table(entries: list[Entry]) -> Table:
     return table
 
 
-def health_lines(entries: list[Entry]) -> list[str]:
+def health_lines(entries: list[Entry], broken: Mapping[str, str] | None = None) -> list[str]:
     """One line of rich markup per domain, by name: how many products are
-    healthy (green when all are, red otherwise) and which are not."""
+    healthy (green when all are, red otherwise) and which are not; a
+    ``broken`` domain (its code or dbt project does not load) in red, with why."""
     lines = []
+    for name, error in sorted((broken or {}).items()):
+        lines.append(f"[red]{name}: broken, its products are unknown:[/] {escape(error)}")
     for name, health in sorted(domain_health(entries).items()):
         style = "green" if not health["unhealthy"] else "red"
         lines.append(
@@ -288,11 +321,17 @@ def health_lines(entries: list[Entry]) -> list[str]:
     return lines
 
 
-def to_json(entries: list[Entry]) -> str:
-    """The catalog for machines."""
+def to_json(entries: list[Entry], broken: Mapping[str, str] | None = None) -> str:
+    """The catalog for machines; a ``broken`` domain (its code or dbt project
+    does not load) is listed with ``broken``: why, and no products."""
+    domains: dict[str, dict[str, Any]] = {
+        name: {"products": 0, "healthy": 0, "unhealthy": [], "broken": error}
+        for name, error in (broken or {}).items()
+    }
+    domains.update(domain_health(entries))
     return json.dumps(
         {
-            "domains": domain_health(entries),
+            "domains": dict(sorted(domains.items())),
             "products": [{**asdict(e), "healthy": e.healthy} for e in entries],
         },
         indent=2,

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from dagmesh import config
 from dagmesh.errors import DagmeshError
 from dagmesh.privacy import owner_only
+
+if TYPE_CHECKING:  # the commands import what they use when they run: a fast start
+    from dagmesh.dbt.adoption import Survey
+    from dagmesh.governance import Violation
 
 app = typer.Typer(help="dagmesh: a data mesh on Dagster.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -212,7 +216,9 @@ def new_domain(
         if dbt_project is None:
             created = new_python_domain(name, owner=owner, description=description)
         else:
-            created = new_dbt_domain(name, dbt_project, owner=owner, description=description)
+            created = new_dbt_domain(
+                name, dbt_project, owner=owner, description=description, report=_print_survey
+            )
     except DagmeshError as error:  # names what is wrong and the fix
         console.print(f"[red]error:[/] {escape(str(error))}")
         raise typer.Exit(2) from None
@@ -257,15 +263,46 @@ def _print_written(files: list[Path]) -> None:
         console.print(f"wrote {file.relative_to(root) if file.is_relative_to(root) else file}")
 
 
+def _print_survey(found: Survey) -> None:
+    """What adopting the dbt project makes of each kind it holds (printed
+    before anything is written)."""
+    console.print(f"dbt project {escape(found.project)} holds:")
+    for finding in found.adopted:
+        console.print(f"  {escape(str(finding))}")
+    if found.not_adopted:
+        console.print("[yellow]Not adopted:[/]")
+        for finding in found.not_adopted:
+            console.print(f"  {escape(str(finding))}")
+
+
+def _print_advice(advice: list[Violation]) -> None:
+    """What the product policies would ask of the domain's internals before
+    another domain may read them: advice, one line per product."""
+    if not advice:
+        return
+    by_product: dict[str, list[str]] = {}
+    for item in advice:
+        by_product.setdefault(item.product, []).append(item.message)
+    console.print(
+        f"Advice: {len(by_product)} product(s) no other domain may read yet load as they are; "
+        "before exposing one (dbt: access: public, or meta.consumers), the mesh's "
+        "product policies will ask:"
+    )
+    for product, messages in sorted(by_product.items()):
+        console.print(f"  {escape(product)}: {escape('; '.join(messages))}")
+
+
 def _report_policies(domain: str) -> None:
-    from dagmesh.governance import MeshView, policy_violations
+    from dagmesh.governance import MeshView, exposure_advice, policy_violations
     from dagmesh.registration import register_domains
     from dagmesh.registry import Registry
     from dagmesh.workspace import load_mesh_tolerant
 
     registry = Registry(config.registry_dir())
     domains, _ = load_mesh_tolerant(only=[domain])
-    violations = policy_violations(MeshView.build(domains, registry), [domain])
+    mesh = MeshView.build(domains, registry)
+    violations = policy_violations(mesh, [domain])
+    _print_advice(exposure_advice(mesh, [domain]))
     if not violations:
         # Registered at once, so other domains can consume its products.
         register_domains(registry, [domain])
@@ -375,13 +412,12 @@ def catalog(
     ensure_dagster_home()
     domains, import_errors = load_mesh_tolerant()
     # One broken domain is reported, not fatal: the catalog shows the others.
-    for name, error in sorted(import_errors.items()):
-        console.print(f"[red]domain {name} not in the catalog:[/] {escape(error)}")
     mesh = MeshView.build(domains, Registry(config.registry_dir()))
+    broken = {**import_errors, **mesh.unreadable}
     with dg.DagsterInstance.get() as instance:
         entries = build_catalog(mesh, instance, config.mesh_home())
     if as_json:
-        print(to_json(entries))
+        print(to_json(entries, broken))
     if html_dir is not None:
         index = write_site(entries, mesh, html_dir)
         console.print(f"wrote {index} ({len(entries)} product pages)")
@@ -390,7 +426,7 @@ def catalog(
     # Piped output is not cut to an 80-column terminal.
     out = Console(width=None if sys.stdout.isatty() else 220)
     out.print(render_table(entries))
-    for line in health_lines(entries):
+    for line in health_lines(entries, broken):
         out.print(line)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -81,14 +81,14 @@ class MeshView:
 
     @classmethod
     def build(cls, domains: dict[str, Domain], registry: Registry | None = None) -> MeshView:
-        """Read every domain's specs and contract files (a dbt project that
-        does not compile is skipped with a warning: its own location reports it)."""
+        """Read every domain's specs and contract files. A dbt project that
+        does not compile is kept in ``unreadable`` with dbt's whole message,
+        for the caller to report (lint fails, the catalog shows it broken)."""
         view = cls(domains, registry=registry)
         for domain in domains.values():
             try:
                 view.add_domain(domain)
             except DbtProjectError as error:
-                log.warning("domain %s not checked: %s", domain.name, str(error).splitlines()[0])
                 view.unreadable[domain.name] = str(error)
         return view
 
@@ -192,6 +192,8 @@ def _owner(spec, contract, mesh):
 
 
 def _description(spec, contract, mesh):
+    if not spec.exposed:
+        return
     written = contract.description.purpose if contract else None
     if not (spec.description.strip() or (written or "").strip()):
         yield (
@@ -204,52 +206,64 @@ def _description(spec, contract, mesh):
 def _contract(spec, contract, mesh):
     if spec.ref in mesh.contract_errors:
         yield mesh.contract_errors[spec.ref], "fix the contract file"
-    elif contract is None:
+    elif contract is None and spec.exposed:
         domain = mesh.domains[spec.domain]
         path = contract_path(domain, spec.name)
         yield (
             f"has no data contract ({path.name} is missing)",
             f"run `dagmesh contracts sync {spec.domain}` and commit {path.name}",
         )
-    else:
+    elif contract is not None:
         for column, rule in contract.quality_rules():
             for problem in rule_problems(column, rule):
                 where = f"column {column!r}" if column else "the table"
                 yield f"quality rule on {where}: {problem}", "correct the rule in the contract"
 
 
+def _exposure(spec: ProductSpec) -> str:
+    """How a product is exposed, in words: ``public``, or ``read by finance``."""
+    if spec.access == "public":
+        return "public"
+    return "read by " + ", ".join(sorted({c for c in spec.consumers if c != spec.domain}))
+
+
+def _product_kind(spec: ProductSpec) -> str:
+    """``a public product``, or ``a product read by finance``."""
+    return "a public product" if spec.access == "public" else f"a product {_exposure(spec)}"
+
+
 def _columns_documented(spec, contract, mesh):
-    if spec.access != "public":
+    if not spec.exposed:
         return
     for column in spec.columns:
         if not column.description.strip():
             yield (
-                f"column {column.name!r} of a public product has no description",
+                f"column {column.name!r} of {_product_kind(spec)} has no description",
                 "describe the column",
             )
         if not column.classification:
             yield (
-                f"column {column.name!r} of a public product is not classified",
+                f"column {column.name!r} of {_product_kind(spec)} is not classified",
                 "give it a classification (pii(...), or classification= on the product; "
                 "dbt: meta.classification)",
             )
 
 
 def _public_sla(spec, contract, mesh):
-    if spec.access == "public" and contract is not None and contract.freshness is None:
+    if spec.exposed and contract is not None and contract.freshness is None:
         yield (
-            "is public but its contract has no freshness SLA",
+            f"is {_exposure(spec)} but its contract has no freshness SLA",
             "add slaProperties: [{property: latency, value: 1, unit: d}] to the contract",
         )
 
 
 def _public_blocking_check(spec, contract, mesh):
-    if spec.access != "public":
+    if not spec.exposed:
         return
     blocking_rules = [r for _, r in (contract.quality_rules() if contract else []) if r.blocking]
     if not spec.blocking_checks and not blocking_rules:
         yield (
-            "is public but has no blocking quality check",
+            f"is {_exposure(spec)} but has no blocking quality check",
             "declare a primary key or required columns, or add an error-severity quality "
             "rule to the contract (dbt: a test)",
         )
@@ -344,15 +358,18 @@ def _landing_paths(spec, contract, mesh):
 
 GLOBAL_POLICIES: dict[str, tuple[str, Check]] = {
     "owner": ("every product has an owner team", _owner),
-    "description": ("every product has a description", _description),
-    "contract": ("every product has a valid data contract", _contract),
+    "description": ("every product other domains may read has a description", _description),
+    "contract": (
+        "every product other domains may read has a data contract; every contract is valid",
+        _contract,
+    ),
     "columns_documented": (
-        "every column of a public product is described and classified",
+        "every column of a product other domains may read is described and classified",
         _columns_documented,
     ),
-    "public_sla": ("public products have a freshness SLA", _public_sla),
+    "public_sla": ("products other domains may read have a freshness SLA", _public_sla),
     "public_blocking_check": (
-        "public products have at least one blocking check",
+        "products other domains may read have at least one blocking check",
         _public_blocking_check,
     ),
     "known_products": ("a product consumes only products the mesh offers", _known_products),
@@ -365,6 +382,16 @@ GLOBAL_POLICIES: dict[str, tuple[str, Check]] = {
     ),
 }
 
+
+# Policies that ask more of a product once another domain may read it
+# (ProductSpec.exposed): a domain's internals answer only to the others.
+EXPOSURE_POLICIES = (
+    "description",
+    "contract",
+    "columns_documented",
+    "public_sla",
+    "public_blocking_check",
+)
 
 # The declaration layer reserves these names for domain policies.
 assert set(GLOBAL_POLICIES) == GLOBAL_POLICY_NAMES, set(GLOBAL_POLICIES) ^ GLOBAL_POLICY_NAMES
@@ -387,6 +414,26 @@ def policy_violations(mesh: MeshView, domain_names: Iterable[str] | None = None)
                     Violation(ref, f"{spec.domain}.{name}", message, f"comply with: {description}")
                 )
     return violations
+
+
+def exposure_advice(mesh: MeshView, domain_names: Iterable[str] | None = None) -> list[Violation]:
+    """What the product policies would ask of each product no other domain
+    may read yet, were it exposed (made public): advice, never a violation."""
+    wanted = set(domain_names) if domain_names is not None else set(mesh.domains)
+    advice = []
+    for ref, spec in sorted(mesh.specs.items()):
+        if spec.domain not in wanted or spec.exposed:
+            continue
+        public = replace(spec, access="public")
+        contract = mesh.contracts.get(ref)
+        for name in EXPOSURE_POLICIES:
+            check = GLOBAL_POLICIES[name][1]
+            advice += [
+                # Said of a product not exposed yet: "would need", not "is public but".
+                Violation(ref, name, m.replace("is public but ", ""), fix)
+                for m, fix in check(public, contract, mesh)
+            ]
+    return advice
 
 
 def contract_drift(mesh: MeshView) -> list[Violation]:

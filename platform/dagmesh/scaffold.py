@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ import yaml
 
 from dagmesh import config
 from dagmesh.contracts.generate import contract_path, sync
+from dagmesh.dbt.adoption import Survey, refuse_packages, survey
 from dagmesh.dbt.project import DomainDbtProject, dbt_project
 from dagmesh.errors import DagmeshError
 from dagmesh.product import check_identifier
@@ -76,6 +77,7 @@ class NewDomain:
     files: list[Path]
     products: list[str]
     tests: int
+    survey: Survey | None = None
 
 
 @contextmanager
@@ -116,11 +118,17 @@ def _group_owner(project: DomainDbtProject) -> str | None:
 
 
 def new_dbt_domain(
-    name: str, dbt_project: str | Path, owner: str | None = None, description: str | None = None
+    name: str,
+    dbt_project: str | Path,
+    owner: str | None = None,
+    description: str | None = None,
+    report: Callable[[Survey], None] | None = None,
 ) -> NewDomain:
     """Turn the dbt project at ``dbt_project`` into the code location of a new
-    domain ``name``. Raises ScaffoldError (having written nothing) when the
-    name is not an identifier or is taken, or the project does not compile."""
+    domain ``name``; ``report`` is given what adoption makes of each kind of
+    thing the project holds before anything is written. Raises ScaffoldError
+    or DbtProjectError (having written nothing) when the name is not an
+    identifier or is taken, the project needs dbt packages or does not compile."""
     root = config.project_root()
     try:
         check_identifier(name, "domain")
@@ -133,8 +141,12 @@ def new_dbt_domain(
     path = _relative(path if path.is_absolute() else root / path, root)
     if not (root / path / "dbt_project.yml").is_file():
         raise ScaffoldError(f"{path} is not a dbt project: it has no dbt_project.yml")
+    refuse_packages(root / path)  # before dbt runs: it would ask for `dbt deps`
     project = DomainDbtProject(name, path)
     project.prepare()  # raises DbtProjectError naming the file when it does not compile
+    found = survey(project)
+    if report is not None:
+        report(found)  # what adoption makes of the project, before anything is written
     products = sorted(project.product_nodes())
     tests = sum(1 for n in project.manifest["nodes"].values() if n["resource_type"] == "test")
 
@@ -150,7 +162,7 @@ def new_dbt_domain(
     with _undone_on_error(_touched(root, files), [package]):
         domain, written = _write_location(root, name, files)
         written += sync(domain)
-    return NewDomain(name, written, products, tests)
+    return NewDomain(name, written, products, tests, found)
 
 
 def _touched(root: Path, files: dict[Path, str]) -> list[Path]:

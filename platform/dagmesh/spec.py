@@ -15,8 +15,11 @@ from dagmesh.dbt.manifest import (
     PORTS_DATABASE,
     classification,
     column_tests,
+    is_ephemeral,
     node_access,
     node_meta,
+    product_name,
+    tested_node,
 )
 from dagmesh.dbt.project import dbt_project
 from dagmesh.product import Domain, Product, allowed
@@ -58,6 +61,8 @@ class ProductSpec:
     consumes: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # landing alias -> declared path
     blocking_checks: list[str] = field(default_factory=list)
+    # Checks that run and are recorded but never block (dbt: severity warn).
+    warning_checks: list[str] = field(default_factory=list)
     defined_in: Path | None = None
     # The platform audits not-null and primary key itself; dbt's tests do it for dbt models.
     row_audits: bool = True
@@ -76,6 +81,16 @@ class ProductSpec:
     def personal(self) -> set[str]:
         """Columns never shown in messages and previews."""
         return {c.name for c in self.columns if c.classification == "pii"}
+
+    @property
+    def exposed(self) -> bool:
+        """True when another domain may read it: public, or internal with a
+        consumer outside its own domain. What is not exposed is the domain's
+        internals (dbt: seeds, staging and protected or private models by
+        default) and answers only to the domain-internal policies."""
+        if self.access == "public":
+            return True
+        return self.access == "internal" and any(c != self.domain for c in self.consumers)
 
     def readable_by(self, consumer_domain: str) -> bool:
         """True when ``consumer_domain`` may read this product."""
@@ -146,26 +161,41 @@ def _dbt_columns(node: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[C
 
 def _dbt_consumes(domain: str, node: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[str]:
     """Products a dbt node reads: published ports (``ports`` sources) and
-    the domain's own nodes."""
-    consumes = set()
-    for parent in node.get("depends_on", {}).get("nodes", []):
+    the domain's own nodes; through an ephemeral model (not a product), what
+    it reads."""
+    consumes: set[str] = set()
+    pending, seen = list(node.get("depends_on", {}).get("nodes", [])), set()
+    while pending:
+        parent = pending.pop()
+        if parent in seen:
+            continue
+        seen.add(parent)
         if parent.startswith("source."):
             source = manifest["sources"][parent]
             if source.get("database") == PORTS_DATABASE:
                 consumes.add(f"{source['source_name']}/{source['name']}")
         elif parent in manifest["nodes"]:
-            consumes.add(f"{domain}/{manifest['nodes'][parent]['name']}")
+            upstream = manifest["nodes"][parent]
+            if is_ephemeral(upstream):
+                pending += upstream.get("depends_on", {}).get("nodes", [])
+            else:
+                consumes.add(f"{domain}/{product_name(upstream)}")
     return sorted(consumes)
 
 
-def _dbt_blocking_tests(node: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[str]:
-    """The error-severity dbt tests of a node."""
+def _dbt_tests(
+    node: Mapping[str, Any], manifest: Mapping[str, Any], blocking: bool = True
+) -> list[str]:
+    """The error-severity (``blocking``) or warn-severity dbt tests of a node:
+    those Dagster attaches to it as checks (:func:`tested_node`), so that a
+    ``relationships`` test belongs to the model it is written on, not to the
+    model it refers to."""
     return [
         test["name"]
         for test in manifest["nodes"].values()
         if test["resource_type"] == "test"
-        and node["unique_id"] in test.get("depends_on", {}).get("nodes", [])
-        and str(test.get("config", {}).get("severity", "error")).lower() == "error"
+        and tested_node(test, manifest) == node["unique_id"]
+        and (str(test.get("config", {}).get("severity", "error")).lower() == "error") == blocking
     ]
 
 
@@ -183,7 +213,7 @@ def dbt_spec(
     owner = (group or {}).get("owner", {}).get("name") or model_meta.get("owner") or domain.owner
     return ProductSpec(
         domain=domain.name,
-        name=node["name"],
+        name=product_name(node),
         kind="dbt",
         owner=owner,
         description=node.get("description") or "",
@@ -192,7 +222,8 @@ def dbt_spec(
         columns=_dbt_columns(node, manifest),
         primary_key=list(model_meta.get("primary_key") or []),
         consumes=_dbt_consumes(domain.name, node, manifest),
-        blocking_checks=_dbt_blocking_tests(node, manifest),
+        blocking_checks=_dbt_tests(node, manifest),
+        warning_checks=_dbt_tests(node, manifest, blocking=False),
         defined_in=project_dir / node["original_file_path"],
         row_audits=False,
     )

@@ -36,6 +36,45 @@ def node_access(props: Mapping[str, Any]) -> str:
     return ACCESS_LEVELS.get(props.get("access") or "protected", "internal")
 
 
+def product_name(node: Mapping[str, Any]) -> str:
+    """The product a dbt model, seed or snapshot is: its name, and for a
+    versioned model ``<name>_v<version>`` (dbt's own relation name for it),
+    so that each version is a product of its own."""
+    version = node.get("version")
+    return node["name"] if version is None else f"{node['name']}_v{version}"
+
+
+def is_ephemeral(node: Mapping[str, Any]) -> bool:
+    """An ephemeral model: inlined into the models that ref it, never built."""
+    return node.get("config", {}).get("materialized") == "ephemeral"
+
+
+def tested_node(test: Mapping[str, Any], manifest: Mapping[str, Any]) -> str | None:
+    """The unique_id of the node a dbt test is a check of, by dagster-dbt's
+    rule (so the mesh lists exactly the checks Dagster runs): a test with one
+    upstream node checks it; else ``meta.dagster.ref`` names it; else the
+    generic test's ``attached_node`` (a ``relationships`` test checks the
+    model it is defined on, not the one it refers to)."""
+    upstream = test.get("depends_on", {}).get("nodes", [])
+    attached = test.get("attached_node")
+    if len(upstream) == 1:
+        attached = upstream[0]
+    ref = (test.get("config", {}).get("meta") or test.get("meta") or {}).get("dagster", {})
+    ref = ref.get("ref") or {}
+    if ref:
+        package = ref.get("package") or manifest.get("metadata", {}).get("project_name")
+        wanted = (ref["name"], package, ref.get("version"))
+        attached = next(
+            (
+                uid
+                for uid, node in manifest["nodes"].items()
+                if (node["name"], node.get("package_name"), node.get("version")) == wanted
+            ),
+            None,
+        )
+    return attached
+
+
 def column_tests(manifest: Mapping[str, Any], unique_id: str) -> dict[str, set[str]]:
     """Generic dbt tests on single columns of a node: column → {unique, not_null...}."""
     tested: dict[str, set[str]] = {}

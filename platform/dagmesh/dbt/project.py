@@ -26,7 +26,7 @@ import yaml
 from dagmesh import config
 from dagmesh.atomic import write_atomically
 from dagmesh.config import default_memory_limit
-from dagmesh.dbt.manifest import PORTS_DATABASE
+from dagmesh.dbt.manifest import PORTS_DATABASE, is_ephemeral, product_name
 from dagmesh.errors import DagmeshError
 from dagmesh.instance import QUIET_ENV
 from dagmesh.product import Domain
@@ -255,13 +255,14 @@ class DomainDbtProject:
         return json.loads(self.ensure_prepared().read_text())
 
     def product_nodes(self) -> dict[str, dict[str, Any]]:
-        """Models, seeds and snapshots (not ephemeral) by name: the domain's dbt products."""
+        """Models, seeds and snapshots (not ephemeral) by product name
+        (:func:`~dagmesh.dbt.manifest.product_name`): the domain's dbt products."""
         return {
-            node["name"]: node
+            product_name(node): node
             for node in self.manifest["nodes"].values()
             if node["resource_type"] in PRODUCT_TYPES
             and node.get("package_name") == self.name
-            and node.get("config", {}).get("materialized") != "ephemeral"
+            and not is_ephemeral(node)
         }
 
     def port_sources(self) -> dict[str, tuple[str, str]]:
@@ -304,7 +305,7 @@ def _dbt_error(output: str) -> str:
     lines = [line.rstrip() for line in output.splitlines() if line.strip()]
     for index, line in enumerate(lines):
         if "Error" in line and not line.lstrip().startswith("Running with dbt"):
-            return "\n".join(lines[index : index + 12])
+            return "\n".join(lines[index : index + 40])
     return "\n".join(lines[-12:])
 
 

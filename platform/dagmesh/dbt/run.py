@@ -44,7 +44,13 @@ from dagmesh.atomic import replaced_atomically
 from dagmesh.audit import masked_select
 from dagmesh.config import default_memory_limit
 from dagmesh.contracts.model import Contract
-from dagmesh.dbt.manifest import PORTS_DATABASE, classification
+from dagmesh.dbt.manifest import (
+    PORTS_DATABASE,
+    classification,
+    is_ephemeral,
+    product_name,
+    tested_node,
+)
 from dagmesh.dbt.project import DomainDbtProject, dbt_executable, dbt_project
 from dagmesh.grants import Grant, denial, lock
 from dagmesh.instance import quiet_tools
@@ -118,6 +124,22 @@ class PinnedInputs:
     ports: Path
 
 
+def _parents_through_ephemeral(manifest: Mapping[str, Any], uid: str) -> set[str]:
+    """What a node reads, an ephemeral model (inlined into it) standing for
+    what that model reads."""
+    parents: set[str] = set()
+    pending = list(manifest["nodes"][uid].get("depends_on", {}).get("nodes", []))
+    while pending:
+        parent = pending.pop()
+        if parent in parents:
+            continue
+        parents.add(parent)
+        node = manifest["nodes"].get(parent)
+        if node is not None and is_ephemeral(node):
+            pending += node.get("depends_on", {}).get("nodes", [])
+    return parents
+
+
 def pin_inputs(
     project: DomainDbtProject, mesh: MeshStorage, selected: set[str], run_id: str
 ) -> PinnedInputs:
@@ -129,8 +151,8 @@ def pin_inputs(
     manifest = project.manifest
     readers: dict[str, list[str]] = defaultdict(list)
     for uid in sorted(selected):
-        for parent in manifest["nodes"][uid].get("depends_on", {}).get("nodes", []):
-            readers[parent].append(f"{project.domain}/{manifest['nodes'][uid]['name']}")
+        for parent in _parents_through_ephemeral(manifest, uid):
+            readers[parent].append(f"{project.domain}/{product_name(manifest['nodes'][uid])}")
     files, versions = {}, {}
     for uid, (domain, product) in project.port_sources().items():
         if uid not in readers:
@@ -206,18 +228,22 @@ class DbtBuild:
             test
             for uid, test in self.manifest["nodes"].items()
             if uid in failed
-            and test.get("attached_node") == unique_id
+            and tested_node(test, self.manifest) == unique_id
             and test.get("config", {}).get("severity", "error").lower() == "error"
         ]
 
     def not_built(self, domain: str, accounted: set[str]) -> list[Problem]:
-        """Products that dbt failed to build or skipped, and other dbt errors."""
+        """Products that dbt failed to build or skipped (naming what failed
+        before them), failed unit tests, and other dbt errors."""
         problems = []
         for result in self.results:
-            node = self.manifest["nodes"].get(result["unique_id"])
+            uid = result["unique_id"]
+            node = self.manifest["nodes"].get(uid)
+            if uid in self.manifest.get("unit_tests", {}):
+                problems += self._unit_test_problem(domain, result)
             if node is None:
                 continue
-            ref = f"{domain}/{node['name']}"
+            ref = f"{domain}/{product_name(node)}"
             if node["resource_type"] not in ("model", "seed", "snapshot"):
                 if result["status"] == "error":
                     problems.append(Problem(ref, _dbt_message(result)))
@@ -226,8 +252,45 @@ class DbtBuild:
             elif result["status"] == "error":
                 problems.append(Problem(ref, f"dbt failed to build it: {_dbt_message(result)}"))
             elif result["status"] == "skipped":
-                problems.append(Problem(ref, "skipped: something it needs failed in this run"))
+                problems.append(Problem(ref, f"skipped: {self._why_skipped(uid)}"))
         return problems
+
+    def _resource(self, uid: str) -> Mapping[str, Any]:
+        """A node or unit test of the build's manifest (empty if neither)."""
+        return self.manifest["nodes"].get(uid) or self.manifest.get("unit_tests", {}).get(uid) or {}
+
+    def _unit_test_problem(self, domain: str, result: Mapping[str, Any]) -> list[Problem]:
+        """A failed dbt unit test, named, against the model it tests."""
+        if result["status"] not in ("fail", "error"):
+            return []
+        unit = self._resource(result["unique_id"])
+        tested = [self._resource(uid) for uid in unit.get("depends_on", {}).get("nodes", [])]
+        name = product_name(tested[0]) if tested and tested[0] else unit.get("model", "?")
+        outcome = "failed" if result["status"] == "fail" else "errored"
+        where = unit.get("original_file_path", "?")
+        return [
+            Problem(
+                f"{domain}/{name}",
+                f"dbt unit test {unit['name']} ({where}) {outcome}, so dbt did not build it: "
+                f"{_dbt_message(result)}",
+            )
+        ]
+
+    def _why_skipped(self, uid: str) -> str:
+        """What failed in this run that ``uid`` needs: its unit tests, the
+        nodes it reads (through ephemeral models) and their tests."""
+        needed = _parents_through_ephemeral(self.manifest, uid) | {uid}
+        names = []
+        for result in self.results:
+            if result["status"] not in ("fail", "error"):
+                continue
+            failed = self._resource(result["unique_id"])
+            reads = set(failed.get("depends_on", {}).get("nodes", []))
+            if result["unique_id"] in needed or reads & needed:
+                names.append(failed.get("name", result["unique_id"]))
+        if not names:
+            return "something it needs failed in this run"
+        return "it needs what failed in this run: " + ", ".join(sorted(names))
 
 
 def _dbt_message(result: Mapping[str, Any]) -> str:
@@ -337,7 +400,7 @@ def _denied(build: DbtBuild, grant: Grant, domain: str) -> list[Problem]:
         found = denial(result.get("message") or "") if result["status"] == "error" else None
         if node is None or found is None:
             continue
-        ref = f"{domain}/{node['name']}"
+        ref = f"{domain}/{product_name(node)}"
         problems.append(Problem(ref, record_refusal(grant, found, step=ref)))
     return problems
 
@@ -385,7 +448,7 @@ def _publish_built(
                 problems += [Problem(ref, _failed_test_message(con, ref, t, node)) for t in failed]
                 continue
             checks = build.checks.pop(key, [])
-            parents = node.get("depends_on", {}).get("nodes", [])
+            parents = _parents_through_ephemeral(build.manifest, node["unique_id"])
             inputs = dict(pinned.versions[uid] for uid in parents if uid in pinned.versions)
             started = time.perf_counter()
             spec = dbt_spec(domain, node, build.manifest, project.project_dir)
@@ -395,7 +458,7 @@ def _publish_built(
                     mesh,
                     key,
                     spec,
-                    contracts.get(node["name"]),
+                    contracts.get(product_name(node)),
                     node,
                     context.run.run_id,
                     inputs,

@@ -17,6 +17,7 @@ from dagmesh.dbt.manifest import (
     classification,
     node_access,
     node_meta,
+    product_name,
 )
 from dagmesh.results import column_schema
 from dagmesh.spec import ProductSpec
@@ -62,7 +63,7 @@ class MeshDbtTranslator(DagsterDbtTranslator):
             if props.get("database") == PORTS_DATABASE:
                 return dg.AssetKey([props["source_name"], props["name"]])
             return dg.AssetKey([self.domain, props["source_name"], props["name"]])
-        return dg.AssetKey([self.domain, props["name"]])
+        return dg.AssetKey([self.domain, product_name(props)])
 
     def get_automation_condition(
         self, dbt_resource_props: Mapping[str, Any]
@@ -99,7 +100,7 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         metadata = dict(super().get_metadata(props))
         if props["resource_type"] == "source":
             return metadata
-        metadata["dagmesh/product"] = f"{self.domain}/{props['name']}"
+        metadata["dagmesh/product"] = f"{self.domain}/{product_name(props)}"
         metadata["dagmesh/access"] = node_access(props)
         metadata["dagmesh/dbt_materialized"] = props.get("config", {}).get("materialized", "")
         if props.get("contract", {}).get("enforced"):
@@ -114,13 +115,14 @@ class MeshDbtTranslator(DagsterDbtTranslator):
             return spec
         consumes = sorted("/".join(dep.asset_key.path) for dep in spec.deps)
         props = self.get_resource_props(manifest, unique_id)
-        contract = self.contracts.get(props["name"])
+        name = product_name(props)
+        contract = self.contracts.get(name)
         policy = freshness_policy(contract)
         if policy is not None:
             spec = spec.replace_attributes(freshness_policy=policy)
         metadata: dict[str, Any] = {"dagmesh/consumes": json.dumps(consumes)}
-        if props["name"] in self.specs:
-            metadata["dagster/column_schema"] = column_schema(self.specs[props["name"]])
+        if name in self.specs:
+            metadata["dagster/column_schema"] = column_schema(self.specs[name])
         return spec.merge_attributes(
             kinds={"parquet"}, metadata={**metadata, **contract_metadata(contract)}
         )
