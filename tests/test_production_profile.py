@@ -128,17 +128,18 @@ def _flat(result: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope="module")
 def code_servers(project: dict) -> Iterator[dict[str, int]]:
     """Each domain's own gRPC code server, started as the workspace file's
-    comments say (`dagster code-server start ...`), stopped after."""
+    comments say (`dagmesh code-server ...`), all at once as a deployment
+    starts them, stopped after."""
     from dagster._grpc.client import DagsterGrpcClient
 
     lines = (project["root"] / "workspace.grpc.yaml").read_text().splitlines()
-    commands = [line.removeprefix("#   ") for line in lines if line.startswith("#   dagster ")]
+    commands = [line.removeprefix("#   ") for line in lines if line.startswith("#   dagmesh ")]
     assert len(commands) == 2, lines
     log = project["root"] / "code-servers.log"
     with log.open("w") as output:
         servers = [
             subprocess.Popen(
-                [str(BIN / "dagster"), *command.split()[1:]],
+                [str(BIN / "dagmesh"), *command.split()[1:]],
                 cwd=project["root"],
                 env=project["env"],
                 stdout=output,
@@ -329,6 +330,20 @@ def test_bad_grpc_workspace_requests_and_a_missing_workspace_are_named(project: 
     assert "workspace.grpc.yaml does not exist; write it with `dagmesh workspace --grpc" in (
         _flat(result)
     )
+
+
+def test_a_code_server_for_a_domain_the_workspace_lacks_is_refused_by_name(project: dict):
+    result = _dagmesh(project["env"], "code-server", "gamma", "-p", str(free_port()), timeout=120)
+    assert result.returncode == 2, _flat(result)
+    assert "'gamma' is not a code location of workspace.yaml: alpha, beta" in _flat(result)
+
+
+def test_code_servers_started_together_share_one_instance_storage(project: dict, code_servers):
+    """Both servers started at once on a fresh DAGSTER_HOME: the storage was
+    created once, on the profile's PostgreSQL (no SQLite file beside it)."""
+    home = Path(project["env"]["DAGSTER_HOME"])
+    assert "postgres" in yaml.safe_load((home / "dagster.yaml").read_text())["storage"]
+    assert not list(home.rglob("*.db")), list(home.rglob("*.db"))
 
 
 def test_without_a_daemon_materialize_says_what_to_start(project: dict, code_servers):

@@ -553,7 +553,41 @@ def dev(
 def daemon() -> None:
     """Run the Dagster daemon of the selected profile's instance (it starts
     queued runs, schedules and sensors); one per instance."""
-    from dagmesh.instance import ensure_dagster_home, quiet_tools
+    _prepare_instance()
+    command = ["dagster-daemon", "run", "-w", str(config.run_workspace_file())]
+    console.print(f"running the Dagster daemon ({' '.join(command)})")
+    _exec(command)
+
+
+@app.command("code-server")
+def code_server(
+    location: Annotated[str, typer.Argument(help="The domain (code location) to serve")],
+    host: Annotated[str, typer.Option("-h", "--host", help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("-p", "--port", help="Port to listen on")] = 4000,
+) -> None:
+    """Serve one domain's code over gRPC (``dagster code-server start``) on the
+    selected profile's instance, whose dagster.yaml it writes first."""
+    from dagmesh.workspace import workspace_locations
+
+    locations = workspace_locations()
+    if location not in locations:
+        message = f"{location!r} is not a code location of workspace.yaml: " + (
+            ", ".join(sorted(locations)) or "it lists none"
+        )
+        console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+        raise typer.Exit(2)
+    _prepare_instance()
+    module = locations[location].module
+    command = ["dagster", "code-server", "start", "-m", module, "--location-name", location]
+    command += ["-h", host, "-p", str(port), "-d", str(config.project_root())]
+    console.print(f"serving {location} ({' '.join(command)})")
+    _exec(command)
+
+
+def _prepare_instance() -> None:
+    """The profile's dagster.yaml written and its storage created (once,
+    under a lock) before a long-running Dagster process starts on it."""
+    from dagmesh.instance import create_instance_storage, ensure_dagster_home, quiet_tools
 
     quiet_tools()
     try:
@@ -561,9 +595,12 @@ def daemon() -> None:
     except config.SettingError as error:
         console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    command = ["dagster-daemon", "run", "-w", str(config.run_workspace_file())]
-    console.print(f"running the Dagster daemon ({' '.join(command)})")
-    executable = Path(sys.executable).with_name("dagster-daemon")
+    create_instance_storage()
+
+
+def _exec(command: list[str]) -> None:
+    """Replace this process with the Dagster command next to this Python."""
+    executable = Path(sys.executable).with_name(command[0])
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as in `dev`: SIGTERM must stop it
     os.execv(str(executable), [str(executable), *command[1:]])
 

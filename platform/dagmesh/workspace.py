@@ -116,10 +116,8 @@ def code_server_command(location: Location, host: str, port: int) -> str:
     """How to start ``location``'s own gRPC code server (from the project
     folder, with the mesh's environment: DAGMESH_HOME, DAGMESH_PROFILE and
     the instance's variables, which the run workers it starts need)."""
-    return (
-        f"dagster code-server start -m {location.module} --location-name {location.name} "
-        f"-h {'0.0.0.0' if host not in ('127.0.0.1', 'localhost') else host} -p {port} -d ."
-    )
+    listen = host if host in ("127.0.0.1", "localhost") else "0.0.0.0"
+    return f"dagmesh code-server {location.name} -h {listen} -p {port}"
 
 
 def load_domain(location: Location) -> Domain:
