@@ -23,6 +23,7 @@ from rich.table import Table
 from dagmesh.contracts.checks import quality_checks
 from dagmesh.contracts.model import Contract
 from dagmesh.governance import MeshView
+from dagmesh.learning import DRIFT_CHECK
 from dagmesh.port_health import BROKEN, UNPUBLISHED, PortHealth, port_health
 from dagmesh.publish import contract_text
 from dagmesh.spec import ProductSpec
@@ -147,15 +148,27 @@ def _check_names(spec: ProductSpec, contract: Contract | None) -> list[str]:
     # the declared blocking checks (dbt: error-severity tests), then the contract's.
     typed = spec.kind != "dbt" or any(c.type for c in spec.columns)
     names = (["schema"] if typed else []) + list(spec.blocking_checks)
+    if spec.kind == "scoring":  # the drift check, a warning
+        names.append(DRIFT_CHECK)
     return names + [c for c in quality_checks(contract) if c not in names]
 
 
+MODEL_FACTS = ("metrics", "inputs", "holdout", "model", "model_version")
+"""What a model's (or a scoring product's) version record adds to its catalog entry."""
+
+
 def _recent_versions(port: OutputPort) -> list[dict[str, Any]]:
-    """The kept published versions, newest first, with rows and publication time."""
-    return [
-        {"version": v.version, **{k: v.info().get(k) for k in ("rows", "published_at")}}
-        for v in reversed(port.versions())
-    ]
+    """The kept published versions, newest first, with rows and publication
+    time; a model's with its metrics, holdout and the inputs' versions it was
+    trained on, a scoring product's with the model version that scored it."""
+    versions = []
+    for v in reversed(port.versions()):
+        info = v.info()
+        summary = {"version": v.version, **{k: info.get(k) for k in ("rows", "published_at")}}
+        if "metrics" in info or "model_version" in info:
+            summary.update({k: info[k] for k in MODEL_FACTS if k in info})
+        versions.append(summary)
+    return versions
 
 
 def _entry(
