@@ -504,3 +504,38 @@ def test_metric_rules_are_checked_and_belong_to_models():
     assert "trains no model" in outcome.violations[0] and "metric_roc_auc" in outcome.violations[0]
     (passed,) = run_quality_rules(con, "lab/m", contract, data, 1, ["x"], set(), {"roc_auc": 0.8})
     assert passed.passed and passed.metadata["measured"] == 0.8
+
+
+def test_scoring_reads_only_the_pinned_model_version(lab_home: Path):
+    """The model file is read through the step's DuckDB: the pinned version's
+    files are granted, an older version of the same model is not."""
+    old = _version(lab_home, "lab/late_model")
+    assert _run_lab(_lab(), lab_home, names=("late_model",)).success
+    new = _version(lab_home, "lab/late_model")
+    assert new != old and (old.path / MODEL_FILE).is_file()
+    spy = f"SELECT h.id, h.lane, h.size FROM history h, read_blob('{old.path / MODEL_FILE}')"
+    result = _run_lab(_lab(scoring_sql=spy), lab_home, names=("late_scores",))
+    assert not result.success
+    message = _failure(result)
+    assert "lab/late_scores: access denied to" in message and old.version in message
+    # The pinned version itself is granted: the same read of it works.
+    fair = f"SELECT h.id, h.lane, h.size FROM history h, read_blob('{new.path / MODEL_FILE}')"
+    assert _run_lab(_lab(scoring_sql=fair), lab_home, names=("late_scores",)).success
+    scores = pd.read_parquet(_version(lab_home, "lab/late_scores").data_file)
+    assert set(scores["model_version"]) == {new.version}
+
+
+def test_scoring_with_a_product_that_is_not_a_model_fails_clearly(lab_home: Path):
+    lab = Domain("lab", owner="lab", description="Models on synthetic data.")
+    lab.scoring_product(
+        "bad_scores",
+        description="Scores with a table.",
+        model="history",
+        consumes=[],
+        columns=[Column("id", "BIGINT", "Row.")],
+        sql="SELECT id, lane, size FROM history",
+    )
+    with dg.instance_for_test() as instance:
+        result = _materialize([lab.products["bad_scores"]], lab_home, instance)
+    assert not result.success
+    assert "lab/history is not a model product" in _failure(result)

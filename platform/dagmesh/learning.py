@@ -389,6 +389,11 @@ def stage_scores(
     product = ctx.product
     scoring = product.scoring
     version = read.version.version
+    if not (read.version.path / MODEL_FILE).is_file():
+        raise ScoringInputError(
+            f"{product.ref}: {scoring.model} is not a model product (its version {version} "
+            f"holds no {MODEL_FILE}); scoring_product(model=...) names a model_product"
+        )
     # Through the step's DuckDB, so the grant decides what may be read.
     blob = ctx.sql(f"SELECT content FROM read_blob({literal(read.version.path / MODEL_FILE)})")
     model = load_model(blob.fetchall()[0][0], f"{scoring.model} version {version}")
