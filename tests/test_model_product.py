@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -450,6 +451,16 @@ def test_load_model_refuses_foreign_and_corrupt_files():
     blob = skops.io.dumps(FunctionTransformer(func=eval))
     with pytest.raises(ModelLoadError, match="builtins.eval"):
         load_model(blob, "lab/late_model")
+    # Functions of trusted libraries are not trusted either: a transformer
+    # naming one would call it on the data.
+    from sklearn.datasets import clear_data_home
+
+    for func, name in (
+        (np.ctypeslib.load_library, "numpy.ctypeslib.load_library"),
+        (clear_data_home, "sklearn.datasets._base.clear_data_home"),
+    ):
+        with pytest.raises(ModelLoadError, match=re.escape(name)):
+            load_model(skops.io.dumps(FunctionTransformer(func=func)), "lab/late_model")
     with pytest.raises(ModelLoadError, match="not a skops file"):
         load_model(b"PK\x03\x04 not really a zip", "lab/late_model")
 

@@ -9,13 +9,15 @@ audits it, the contract's ``metric`` rules bounding the holdout evaluation.
 
 The model is saved with skops, which loads a file without running code from
 it: only types the loader trusts are rebuilt. The platform trusts
-scikit-learn's and NumPy's own types (:func:`trusted_types`); a model made of
-anything else is refused before it is published and when it is read.
+scikit-learn's classes and NumPy's and SciPy's data types
+(:data:`TRUSTED_TYPE`); a model holding anything else (a function, another
+library's class) is refused before it is published and when it is read.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +42,15 @@ IMPORTANCE_ROWS = 20_000  # holdout rows the permutation importance shuffles
 IMPORTANCE_REPEATS = 3
 NUMERIC_BINS = 10
 EPSILON = 1e-4  # share given to an empty bin, so the stability index stays finite
-TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.sparse.")
+# Types a saved model may hold: scikit-learn's classes (not its functions:
+# a FunctionTransformer naming any function would run it), NumPy's array,
+# scalar and random-state types, SciPy's sparse matrices.
+TRUSTED_TYPE = re.compile(
+    r"^(sklearn\.[\w.]*\._?[A-Z]\w*"
+    r"|numpy\.(dtype|ndarray|(float|int|uint)(8|16|32|64)|bool_|str_|object_)"
+    r"|numpy\.random\.[\w.]*\._?[A-Z]\w*"
+    r"|scipy\.sparse\._\w+\.(csr|csc|coo|bsr|dia|dok|lil)_(matrix|array))$"
+)
 DRIFT_CHECK = "feature_drift"
 
 
@@ -343,8 +353,8 @@ def population_stability(profile: pd.DataFrame, x: pd.DataFrame) -> dict[str, fl
 
 def trusted_types(untrusted: list[str]) -> tuple[list[str], list[str]]:
     """Split the types a skops file would rebuild into those the platform
-    trusts (scikit-learn's, NumPy's and SciPy's sparse types) and the rest."""
-    ok = [t for t in untrusted if t.startswith(TRUSTED_MODULES)]
+    trusts (:data:`TRUSTED_TYPE`) and the rest."""
+    ok = [t for t in untrusted if TRUSTED_TYPE.match(t)]
     return ok, [t for t in untrusted if t not in ok]
 
 
@@ -360,7 +370,7 @@ def check_trusted(data: bytes, ref: str) -> list[str]:
     if refused:
         raise ModelLoadError(
             f"{ref}: the model holds types the platform does not trust to load: {refused} "
-            "(only scikit-learn, NumPy and SciPy types are loaded)"
+            "(only scikit-learn classes and NumPy and SciPy data types are loaded)"
         )
     return ok
 
