@@ -311,6 +311,13 @@ def test_population_stability_of_numbers_and_categories():
     shifted = population_stability(profile, moved)
     assert shifted["n"] > 0.5 and shifted["c"] > 1
     assert population_stability(profile, moved.iloc[:0]) == {}
+    # A category never seen in training, for part of the rows, counts.
+    partly_new = same.assign(c=["a", "b", "new", "new"] * 1000)
+    assert population_stability(profile, partly_new)["c"] > 0.5
+    # A feature constant in training still shows a move.
+    constant = training_profile(pd.DataFrame({"k": [5.0] * 100}), [("k", "INTEGER")])
+    assert population_stability(constant, pd.DataFrame({"k": [5.0] * 50}))["k"] < 0.01
+    assert population_stability(constant, pd.DataFrame({"k": [7.0] * 50}))["k"] > 1
 
 
 # ------------------------------------------------------------------ a lab domain: what must fail

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -222,28 +223,34 @@ def stage_model(ctx: ProductContext, staging: Any) -> StagedModel:
 
     product = ctx.product
     training = product.training
+    clock = _Clock()
     frame = _training_frame(ctx)
     train, test, cutoff = _split_by_time(product.ref, frame, training.holdout)
     features = [(f.name, f.type) for f in training.features]
-    names = [n for n, _ in features]
-    x, y = frame[names], frame["__target"].to_numpy(dtype=bool)
+    x, y = frame[[n for n, _ in features]], frame["__target"].to_numpy(dtype=bool)
     model = _pipeline(features, _estimator(product.ref, training.estimator))
+    clock.lap("query")
     model.fit(x[train], y[train])
+    clock.lap("fit")
     positive = list(model.classes_).index(True)
     probabilities = model.predict_proba(x[test])[:, positive]
     metrics = _metrics(y[test], probabilities, float(y[train].mean()), int(train.sum()))
+    clock.lap("evaluate")
     importance = _importance(model, x[test], y[test])
+    clock.lap("importance")
     skops.io.dump(model, staging / MODEL_FILE)
     trusted = check_trusted((staging / MODEL_FILE).read_bytes(), product.ref)
     _write(ctx.con, _card(training.features, importance), staging / DATA_FILE)
-    _write(ctx.con, training_profile(x[train], features), staging / "profile.parquet")
+    _write(ctx.con, training_profile(x[train], features), staging / PROFILE_FILE)
+    clock.lap("save")
     ctx.log.info(
-        "%s: trained on %d rows, holdout %d rows from %s: roc_auc %.3f",
+        "%s: trained on %d rows, holdout %d rows from %s: roc_auc %.3f; seconds %s",
         product.ref,
         int(train.sum()),
         int(test.sum()),
         _iso(cutoff),
         metrics["roc_auc"],
+        clock.laps,
     )
     record = {
         "metrics": metrics,
@@ -253,8 +260,22 @@ def stage_model(ctx: ProductContext, staging: Any) -> StagedModel:
         "estimator": type(model.named_steps["estimator"]).__name__,
         "model_file": MODEL_FILE,
         "trusted_types": trusted,
+        "seconds": clock.laps,
     }
     return StagedModel(metrics, record)
+
+
+class _Clock:
+    """Seconds spent in each phase of a step (recorded with the version)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 2)
+        self._last = now
 
 
 def _iso(epoch_us: int) -> str:
@@ -296,9 +317,9 @@ def training_profile(x: pd.DataFrame, features: list[tuple[str, str]]) -> pd.Dat
             shares = values.value_counts(normalize=True)
             top = shares.iloc[:MAX_CATEGORIES]
             rows += [(name, str(k), None, None, float(v)) for k, v in top.items()]
-            if len(shares) > len(top):
-                rest = float(shares.iloc[MAX_CATEGORIES:].sum())
-                rows.append((name, "(other)", None, None, rest))
+            # Always there: values never seen in training land in it.
+            rest = float(shares.iloc[MAX_CATEGORIES:].sum())
+            rows.append((name, "(other)", None, None, rest))
             continue
         present = values.dropna().to_numpy(dtype=float)
         edges = (
@@ -306,7 +327,12 @@ def training_profile(x: pd.DataFrame, features: list[tuple[str, str]]) -> pd.Dat
             if len(present)
             else np.array([])
         )
-        bounds = [-math.inf, *edges[1:-1], math.inf] if len(edges) > 1 else [-math.inf, math.inf]
+        if len(edges) > 1:
+            bounds = [-math.inf, *edges[1:-1], math.inf]
+        elif len(edges) == 1:  # a constant: below, equal to, above it
+            bounds = [-math.inf, edges[0], float(np.nextafter(edges[0], math.inf)), math.inf]
+        else:
+            bounds = [-math.inf, math.inf]
         counts = _bin_counts(present, bounds)
         for low, high, count in zip(bounds[:-1], bounds[1:], counts, strict=True):
             rows.append((name, f"[{low}, {high})", low, high, count / max(len(values), 1)))
@@ -330,7 +356,7 @@ def population_stability(profile: pd.DataFrame, x: pd.DataFrame) -> dict[str, fl
         expected = bins["share"].to_numpy(dtype=float)
         labels = bins["bin"].tolist()
         values = x[name]
-        if bins["lower"].isna().all() or labels == [MISSING]:
+        if bins["lower"].isna().all():
             shares = values.astype(str).value_counts(normalize=True)
             known = [label for label in labels if label != "(other)"]
             actual = [float(shares.get(label, 0.0)) for label in known]
@@ -406,7 +432,9 @@ def stage_scores(
         )
     # Through the step's DuckDB, so the grant decides what may be read.
     blob = ctx.sql(f"SELECT content FROM read_blob({literal(read.version.path / MODEL_FILE)})")
+    clock = _Clock()
     model = load_model(blob.fetchall()[0][0], f"{scoring.model} version {version}")
+    clock.lap("load_model")
     card = ctx.sql(f"SELECT feature, type FROM {ident(scoring.alias)}").fetchall()
     features = [(name, type_name) for name, type_name in card]
     relation = ctx.sql(product.sql)
@@ -424,6 +452,7 @@ def stage_scores(
         "SELECT row_number() OVER () AS __row, * FROM __scoring_input"
     )
     x = ctx.con.sql(feature_select(features, "__rows ORDER BY __row")).df()
+    clock.lap("query")
     positive = list(model.classes_).index(True)
     scores = model.predict_proba(x)[:, positive] if len(x) else np.array([], dtype=float)
     ctx.con.register("__scores", pd.DataFrame({"__row": np.arange(1, len(x) + 1), "s": scores}))
@@ -437,10 +466,12 @@ def stage_scores(
         f"SELECT * FROM read_parquet({literal(read.version.path / PROFILE_FILE)})"
     ).df()
     drift = drift_outcome(product, population_stability(profile, x), version)
+    clock.lap("predict_and_drift")
     record = {
         "model": scoring.model,
         "model_version": version,
         "drift": drift.metadata.get("psi", {}),
+        "seconds": clock.laps,
     }
     return scored, drift, record
 
