@@ -97,6 +97,17 @@ EMAIL_DOMAINS = ["example.com", "example.org", "example.net", "mail.example", "p
 CARRIERS = ["DHL", "DPD", "UPS", "GLS", "Hermes"]
 AD_PLATFORMS = ["google", "meta", "linkedin"]
 
+# The planted, learnable cause of delays (the delay-risk model must find it): one carrier
+# loses parcels in its hubs and one destination country's orders wait in the warehouse.
+# Shares are shifted so that the overall causes keep their shares (80/7/8/5 %).
+SLOW_CARRIER = "Hermes"
+SLOW_COUNTRY = "IT"
+SLOW_CARRIER_CARRIER_SHARE = 0.32  # carrier delays among the slow carrier's orders
+SLOW_COUNTRY_WAREHOUSE_SHARE = 0.50  # warehouse delays among orders to the slow country
+CARRIER_SHARE = 0.08
+WAREHOUSE_SHARE = 0.07
+RETURN_SHARE = 0.05
+
 DEFECT_REASONS = {
     "orders": ("missing order_id", "invalid order_ts"),
     "order_items": ("non-positive quantity", "missing unit_price"),
@@ -302,6 +313,16 @@ class _Runner:
         return names
 
 
+def _country_weights() -> list[str]:
+    """``CASE`` branches mapping ``r_country`` in [0, 100) to a country index."""
+    weights = []
+    acc = 0
+    for ci, (*_, w) in enumerate(COUNTRIES):
+        acc += w
+        weights.append(f"WHEN r_country < {acc} THEN {ci}")
+    return weights
+
+
 # --------------------------------------------------------------------------- generate
 
 
@@ -368,6 +389,18 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:
 
     # ------------------------------------------------------------------ orders
     span = ORDER_DAYS * DAY
+    country_weights = _country_weights()
+    slow_carrier_i = CARRIERS.index(SLOW_CARRIER)
+    slow_country_i = [c for c, *_ in COUNTRIES].index(SLOW_COUNTRY)
+    country_share = dict((c, w / 100) for c, _, _, w in COUNTRIES)[SLOW_COUNTRY]
+    carrier_share = 1 / len(CARRIERS)
+    # the other carriers' and countries' shares keep the overall shares
+    other_carrier_share = (CARRIER_SHARE - carrier_share * SLOW_CARRIER_CARRIER_SHARE) / (
+        1 - carrier_share
+    )
+    other_warehouse_share = (WAREHOUSE_SHARE - country_share * SLOW_COUNTRY_WAREHOUSE_SHARE) / (
+        1 - country_share
+    )
     p_later = (LATER_EVENT_SHARE - CANCEL_SHARE) / (1 - CANCEL_SHARE)
     run.sql(f"""
         CREATE TABLE o1 AS
@@ -382,17 +415,32 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:
             SELECT *, sum(is_new::INTEGER) OVER (
                 ORDER BY i ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)::BIGINT AS ncust
             FROM o1
-        ), s AS (
+        ), k AS (
             SELECT i, order_no, is_new, t, t // {DAY} AS day,
                    CASE WHEN is_new THEN ncust ELSE 1 + rint(i, 'cust', ncust) END::BIGINT
                        AS cust,
+                   rint(i, 'carrier', {len(CARRIERS)}) AS carrier_i,
+                   rnd(i, 'scenario') AS u_scen
+            FROM c
+        ), p AS (
+            -- the customer's country (as crm/customers writes it) and the planted shares
+            SELECT *,
+                   CASE WHEN carrier_i = {slow_carrier_i} THEN {SLOW_CARRIER_CARRIER_SHARE}
+                        ELSE {other_carrier_share} END AS p_carrier,
+                   CASE WHEN country_i = {slow_country_i} THEN {SLOW_COUNTRY_WAREHOUSE_SHARE}
+                        ELSE {other_warehouse_share} END AS p_warehouse
+            FROM (SELECT *, CASE {" ".join(country_weights)} END AS country_i
+                  FROM (SELECT *, rint(cust, 'country', 100) AS r_country FROM k))
+        ), s AS (
+            SELECT i, order_no, is_new, t, day, cust, carrier_i, country_i,
                    CASE WHEN rnd(i, 'cancel') < {CANCEL_SHARE} THEN 'cancelled'
-                        WHEN u_scen < 0.80 THEN 'on_time'
-                        WHEN u_scen < 0.87 THEN 'warehouse'
-                        WHEN u_scen < 0.95 THEN 'carrier'
-                        ELSE 'return_reship' END AS scenario,
+                        WHEN u_scen < p_warehouse THEN 'warehouse'
+                        WHEN u_scen < p_warehouse + p_carrier THEN 'carrier'
+                        WHEN u_scen < p_warehouse + p_carrier + {RETURN_SHARE}
+                            THEN 'return_reship'
+                        ELSE 'on_time' END AS scenario,
                    1 + rint(i, 'nlines', 4) AS n_lines
-            FROM (SELECT *, rnd(i, 'scenario') AS u_scen FROM c)
+            FROM p
         ), sh AS (
             SELECT *,
                    CASE WHEN scenario IN ('on_time', 'carrier')
@@ -526,6 +574,26 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:
     }
     run.sql("DROP TABLE cause")
     truth["delays_by_cause"] = {c: causes.get(c, (0, 0))[0] for c in CAUSES}
+    truth["planted_delay_signal"] = {
+        "slow_carrier": SLOW_CARRIER.lower(),
+        "slow_country": SLOW_COUNTRY,
+        **dict(
+            zip(
+                ("delay_rate_slow_carrier", "delay_rate_slow_country", "delay_rate_others"),
+                run.one(f"""
+                    SELECT avg((scenario <> 'on_time')::INTEGER)
+                               FILTER (WHERE carrier_i = {slow_carrier_i}),
+                           avg((scenario <> 'on_time')::INTEGER)
+                               FILTER (WHERE country_i = {slow_country_i}),
+                           avg((scenario <> 'on_time')::INTEGER) FILTER (
+                               WHERE carrier_i <> {slow_carrier_i}
+                                 AND country_i <> {slow_country_i})
+                    FROM ord WHERE scenario <> 'cancelled'
+                """),
+                strict=True,
+            )
+        ),
+    }
     truth["delay_days_by_cause"] = {c: int(causes.get(c, (0, 0))[1]) for c in CAUSES}
     run.step("truth")
 
@@ -638,11 +706,7 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:
 
     # ------------------------------------------------------------------ crm/customers
     k_cu = max(3, round(n_customers * CUSTOMER_DEFECT_SHARE))
-    c_weights = []
-    acc = 0
-    for ci, (*_, w) in enumerate(COUNTRIES):
-        acc += w
-        c_weights.append(f"WHEN r_country < {acc} THEN {ci}")
+    c_weights = _country_weights()
     run.sql(f"""
         CREATE TABLE cbase AS
         WITH k AS (
@@ -779,7 +843,8 @@ def _generate(run: _Runner, landing: Path, n: int, seed: int) -> dict:
         lambda p: (
             f"""
             SELECT did('S', order_no, 9) AS shipment_id, did('O', order_no, 9) AS order_id,
-                   {CARRIERS}[rint(i, 'carrier', {len(CARRIERS)}) + 1] AS carrier,
+                   {CARRIERS}[carrier_i + 1] AS carrier,
+                   {[c for c, *_ in COUNTRIES]}[country_i + 1] AS destination_country,
                    CASE WHEN scenario <> 'return_reship' THEN uts(shipped) END AS shipped_at,
                    CASE WHEN scenario <> 'return_reship' THEN udate(scan_day) END AS shipped_on,
                    CASE WHEN scenario <> 'return_reship' THEN uts(delivered) END AS delivered_at

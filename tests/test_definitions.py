@@ -25,6 +25,11 @@ EXPECTED_CROSS_DOMAIN_EDGES = {
     ("marketing/lead_attribution", "customers/customer_360"),
     ("shipping/shipping_delays", "finance/delay_costs"),
     ("sales/order_items", "finance/delay_costs"),
+    ("sales/orders", "shipping/delay_risk_model"),
+    ("sales/order_items", "shipping/delay_risk_model"),
+    ("sales/orders", "shipping/open_order_delay_risk"),
+    ("sales/order_items", "shipping/open_order_delay_risk"),
+    ("shipping/open_order_delay_risk", "customers/customer_360"),
 }
 
 
@@ -125,6 +130,18 @@ def test_contracts_give_checks_freshness_and_metadata(workspace_graph):
     shipments = graph.get_checks_for_asset(AssetKey(["shipping", "shipments"]))
     warning = next(c.asset_check for c in shipments if c.asset_check.name == "carrier_null_check")
     assert not warning.blocking
+    model = {
+        c.asset_check.name: c.asset_check
+        for c in graph.get_checks_for_asset(AssetKey(["shipping", "delay_risk_model"]))
+    }
+    assert all(model[f"metric_{m}"].blocking for m in ("roc_auc", "brier_skill"))
+    scores = {
+        c.asset_check.name: c.asset_check
+        for c in graph.get_checks_for_asset(AssetKey(["shipping", "open_order_delay_risk"]))
+    }
+    assert not scores["feature_drift"].blocking and scores["delay_risk_is_a_probability"].blocking
+    tags = graph.get(AssetKey(["shipping", "delay_risk_model"])).tags
+    assert {"dagster/kind/scikitlearn", "dagster/kind/model"} <= set(tags)
     for path, days in {("sales", "orders"): 1, ("finance", "weekly_delay_impact"): 7}.items():
         policy = graph.get(AssetKey(list(path))).freshness_policy
         assert policy.fail_window.to_timedelta().days == days

@@ -291,11 +291,12 @@ def test_formats(landing: Path, truth: dict) -> None:
                     "shipment_id",
                     "order_id",
                     "carrier",
+                    "destination_country",
                     "shipped_at",
                     "shipped_on",
                     "delivered_at",
                 ]
-                assert [schema.field(i).type for i in range(3)] == [pa.string()] * 3
+                assert [schema.field(i).type for i in range(4)] == [pa.string()] * 4
                 assert pa.types.is_timestamp(schema.field("shipped_at").type)
                 assert schema.field("shipped_at").type.tz is None
                 assert pa.types.is_timestamp(schema.field("delivered_at").type)

@@ -301,7 +301,7 @@ def test_adding_a_column_is_not_breaking(mesh_copy: Path, tmp_path: Path):
 def test_the_sample_mesh_complies(tmp_path: Path):
     result = _dagmesh(REPO, tmp_path, "lint")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "15 products comply with every policy" in result.stderr
+    assert "17 products comply with every policy" in result.stderr
 
 
 def test_effective_contract_takes_types_from_the_declaration(mesh_copy: Path, monkeypatch):

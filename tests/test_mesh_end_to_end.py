@@ -20,6 +20,8 @@ ALL_PRODUCTS = {
     "shipping/shipments",
     "shipping/returns",
     "shipping/shipping_delays",
+    "shipping/delay_risk_model",
+    "shipping/open_order_delay_risk",
     "marketing/crm_leads",
     "marketing/lead_attribution",
     "marketing/ad_audiences",

@@ -66,7 +66,7 @@ def test_no_port_other_domains_read_holds_raw_pii(materialized, mesh_home: Path)
     con = _raw_pii_values(mesh_home / "landing")
     assert con.execute("SELECT count(*) FROM pii").fetchall()[0][0] > 5_000
     ports = sorted(mesh_home.glob("domains/*/ports/*/current/data.parquet"))
-    assert len(ports) == 15
+    assert len(ports) == 17
     leaks = {str(p.relative_to(mesh_home)): h for p in ports if (h := _raw_hits(con, p))}
     assert leaks == {}
     # The scan finds raw values where they are: the owner's raw file.

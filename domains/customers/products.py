@@ -68,6 +68,7 @@ customers.sql_product(
         "sales/orders",
         "sales/order_items",
         "shipping/shipping_delays",
+        "shipping/open_order_delay_risk",
         "marketing/lead_attribution",
     ],
     columns=[
@@ -81,6 +82,12 @@ customers.sql_product(
         Column("last_order_at", "TIMESTAMP", "Latest order (UTC)."),
         Column("delayed_orders", "BIGINT", "Orders delivered after the promised date."),
         Column("max_delay_days", "INTEGER", "Longest delay experienced, in days."),
+        Column(
+            "open_order_delay_risk",
+            "DOUBLE",
+            "Highest delay risk of the customer's open orders (shipping/open_order_delay_risk); "
+            "NULL without open orders.",
+        ),
         Column("acquisition_channel", "VARCHAR", "organic, lead_generation, both or unknown."),
         Column("ad_platform", "VARCHAR", "Platform of the converting lead, if any."),
     ],
@@ -111,6 +118,14 @@ customers.sql_product(
             group by customer_id
         ),
 
+        at_risk as (
+            select
+                customer_id,
+                max(delay_risk) as open_order_delay_risk
+            from open_order_delay_risk
+            group by customer_id
+        ),
+
         acquired as (
             select
                 customer_id,
@@ -133,6 +148,7 @@ customers.sql_product(
                 bought.last_order_at,
                 coalesce(waited.delayed_orders, 0)::bigint as delayed_orders,
                 coalesce(waited.max_delay_days, 0)::integer as max_delay_days,
+                at_risk.open_order_delay_risk,
                 coalesce(acquired.channel, 'unknown') as acquisition_channel,
                 acquired.ad_platform
             from customer_profiles
@@ -140,6 +156,8 @@ customers.sql_product(
                 on customer_profiles.customer_id = bought.customer_id
             left join waited
                 on customer_profiles.customer_id = waited.customer_id
+            left join at_risk
+                on customer_profiles.customer_id = at_risk.customer_id
             left join acquired
                 on customer_profiles.customer_id = acquired.customer_id
         )

@@ -11,6 +11,7 @@ from dagmesh.build import BuildResult, build_product
 from dagmesh.contracts.checks import quality_checks
 from dagmesh.contracts.model import Contract
 from dagmesh.errors import DagmeshError
+from dagmesh.learning import DRIFT_CHECK
 from dagmesh.privacy import failure_message
 from dagmesh.product import Product
 from dagmesh.resources import MeshStorage
@@ -58,8 +59,33 @@ def contract_metadata(contract: Contract | None) -> dict[str, object]:
     return metadata
 
 
+def _kinds(product: Product) -> set[str]:
+    if product.training is not None or product.scoring is not None:
+        return {"duckdb", "parquet", "scikitlearn", product.kind}
+    return {"duckdb", "parquet", product.kind}
+
+
+def _model_metadata(result: BuildResult) -> dict[str, object]:
+    """What the UI shows of a model's version: its holdout metrics, training
+    rows and features; of a scoring product, the model version it used."""
+    metadata: dict[str, object] = {}
+    record = result.record
+    for name, value in (result.metrics or {}).items():
+        metadata[f"dagmesh/metric/{name}"] = int(value) if name.endswith("_rows") else value
+    if result.metrics:
+        metadata["dagmesh/training_rows"] = int(result.metrics["training_rows"])
+        metadata["dagmesh/features"] = dg.MetadataValue.json(record.get("features", {}))
+        metadata["dagmesh/holdout"] = dg.MetadataValue.json(record.get("holdout", {}))
+    if "model_version" in record:
+        metadata["dagmesh/model"] = record["model"]
+        metadata["dagmesh/model_version"] = record["model_version"]
+        metadata["dagmesh/feature_psi"] = dg.MetadataValue.json(record.get("drift", {}))
+    return metadata
+
+
 def _materialization_metadata(product: Product, result: BuildResult) -> dict[str, object]:
     metadata = publication_metadata(result)
+    metadata.update(_model_metadata(result))
     if product.sources:
         metadata["dagmesh/source_files"] = result.source_files
         metadata["dagmesh/quarantined_rows"] = sum(
@@ -101,6 +127,16 @@ def product_asset(product: Product, contract: Contract | None = None) -> dg.Asse
     key = dg.AssetKey(product.key_path)
     builtin = audit_checks(python_spec(product))
     specs = check_specs(key, builtin, contract)
+    if product.scoring is not None:
+        specs.append(
+            dg.AssetCheckSpec(
+                DRIFT_CHECK,
+                asset=key,
+                blocking=False,
+                description=f"Population stability of the scoring input vs "
+                f"{product.scoring.model}'s training data (warns, never blocks).",
+            )
+        )
     tags = {f"{TAG_PREFIX}/domain": product.domain, f"{TAG_PREFIX}/access": product.access}
     if any(c.is_pii for c in product.columns):
         tags[f"{TAG_PREFIX}/pii"] = "true"
@@ -112,7 +148,7 @@ def product_asset(product: Product, contract: Contract | None = None) -> dg.Asse
         description=product.description,
         group_name=product.domain,
         owners=[f"team:{product.owner}"],
-        kinds={"duckdb", "parquet", product.kind},
+        kinds=_kinds(product),
         tags=tags,
         metadata=_definition_metadata(product, contract),
         check_specs=specs,

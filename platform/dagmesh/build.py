@@ -16,6 +16,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -34,6 +35,7 @@ from dagmesh.landing import (
     landing_files,
     locate_value,
 )
+from dagmesh.learning import model_files, stage_model, stage_scores
 from dagmesh.privacy import failure_message, owner_only, redact
 from dagmesh.product import Product
 from dagmesh.publish import Publication, audit_and_publish
@@ -45,11 +47,14 @@ from dagmesh.timestamps import define_timestamp_macros
 
 @dataclass
 class BuildResult(Publication):
-    """What building one SQL or Python product produced: its publication,
-    plus what its landing sources set aside."""
+    """What building one product produced: its publication, plus what its
+    landing sources set aside, and for a model its holdout metrics (which
+    the contract's ``metric`` rules bound) and what its version records."""
 
     quarantined: dict[str, dict[str, int]] = field(default_factory=dict)
     source_files: int = 0
+    metrics: dict[str, float] | None = None
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 def _read_upstream(product: Product, mesh: MeshStore, run_id: str) -> dict[str, PortRead]:
@@ -153,6 +158,8 @@ def build_product(
             for alias, source in product.sources.items()
         }
         granted = [r.file for r in reads.values()] + [f for fs in sources.values() for f in fs]
+        if product.scoring is not None:  # the pinned model version's files, nothing more
+            granted += model_files(reads[product.scoring.alias])
         grant = mesh.step_grant(product.ref, staging, granted, run_id)
         con = mesh.connect(product.domain, grant)
         try:
@@ -195,8 +202,8 @@ def _build(
                 )
             )
         ctx = ProductContext(product, con, run_id, mesh.domain_dir(product.domain), log, grant)
-        result = _stage(ctx, staging, scans, inputs)
-        if not result.outcomes[0].passed:
+        result = _stage(ctx, staging, scans, inputs, reads)
+        if result.outcomes and not result.outcomes[0].passed:
             return result
         result.quarantined = _quarantine_counts(con, scans)
         result.source_files = sum(len(s.files) for s in scans)
@@ -208,7 +215,8 @@ def _build(
             staging,
             run_id,
             column_types={c.name: c.type for c in product.columns},
-            extra={"quarantined": result.quarantined},
+            extra={"quarantined": result.quarantined, **result.record},
+            metrics=result.metrics,
         )
     except duckdb.Error as error:
         if denial(str(error)) is not None:
@@ -218,17 +226,32 @@ def _build(
 
 
 def _stage(
-    ctx: ProductContext, staging: Path, scans: list[LandingScan], inputs: dict[str, str]
+    ctx: ProductContext,
+    staging: Path,
+    scans: list[LandingScan],
+    inputs: dict[str, str],
+    reads: dict[str, PortRead],
 ) -> BuildResult:
     """Compute the product and write its declared columns to staging, once
-    its schema checks out (the result's first outcome)."""
+    its schema checks out (the result's first outcome). A model product
+    trains and stages its model; a scoring product scores with the pinned
+    model version (its drift check is a further, non-blocking outcome)."""
     product = ctx.product
     spec = python_spec(product)
     try:
-        relation = _compute(ctx)
+        if product.training is not None:
+            staged = stage_model(ctx, staging)
+            return BuildResult(spec, inputs=inputs, metrics=staged.metrics, record=staged.record)
+        drift, record = None, {}
+        if product.scoring is not None:
+            relation, drift, record = stage_scores(ctx, reads[product.scoring.alias], staging)
+        else:
+            relation = _compute(ctx)
         # Before writing: a missing column would fail the write below.
         schema = check_schema(spec, relation.columns, [str(t) for t in relation.types])
-        result = BuildResult(spec, [schema], inputs=inputs)
+        result = BuildResult(spec, [schema], inputs=inputs, record=record)
+        if drift is not None:
+            result.outcomes.append(drift)
         if schema.passed:
             columns = ", ".join(ident(c.name) for c in product.columns)
             relation.select(columns).write_parquet(str(staging / DATA_FILE), compression="zstd")

@@ -25,6 +25,7 @@ from rich.table import Table
 from dagmesh.contracts.checks import quality_checks
 from dagmesh.contracts.model import Contract
 from dagmesh.governance import MeshView
+from dagmesh.learning import DRIFT_CHECK
 from dagmesh.port_health import BROKEN, UNPUBLISHED, PortHealth, port_health
 from dagmesh.publish import contract_text
 from dagmesh.spec import ColumnSpec, ProductSpec
@@ -152,8 +153,14 @@ def _check_names(spec: ProductSpec, contract: Contract | None) -> list[str]:
     # The platform's schema check (dbt: when the yml types columns), then
     # the declared blocking checks (dbt: error-severity tests), then the contract's.
     typed = spec.kind != "dbt" or any(c.type for c in spec.columns)
-    names = (["schema"] if typed else []) + list(spec.blocking_checks) + spec.warning_checks
+    names = (["schema"] if typed else []) + list(spec.blocking_checks) + _warning_checks(spec)
     return names + [c for c in quality_checks(contract) if c not in names]
+
+
+def _warning_checks(spec: ProductSpec) -> list[str]:
+    """The checks that warn and never block: dbt's warn-severity tests, and
+    a scoring product's drift check."""
+    return list(spec.warning_checks) + ([DRIFT_CHECK] if spec.kind == "scoring" else [])
 
 
 def _columns(spec: ProductSpec, port: OutputPort) -> list[dict[str, Any]]:
@@ -179,12 +186,22 @@ def _columns(spec: ProductSpec, port: OutputPort) -> list[dict[str, Any]]:
     return columns
 
 
+MODEL_FACTS = ("metrics", "inputs", "holdout", "model", "model_version")
+"""What a model's (or a scoring product's) version record adds to its catalog entry."""
+
+
 def _recent_versions(port: OutputPort) -> list[dict[str, Any]]:
-    """The kept published versions, newest first, with rows and publication time."""
-    return [
-        {"version": v.version, **{k: v.info().get(k) for k in ("rows", "published_at")}}
-        for v in reversed(port.versions())
-    ]
+    """The kept published versions, newest first, with rows and publication
+    time; a model's with its metrics, holdout and the inputs' versions it was
+    trained on, a scoring product's with the model version that scored it."""
+    versions = []
+    for v in reversed(port.versions()):
+        info = v.info()
+        summary = {"version": v.version, **{k: info.get(k) for k in ("rows", "published_at")}}
+        if "metrics" in info or "model_version" in info:
+            summary.update({k: info[k] for k in MODEL_FACTS if k in info})
+        versions.append(summary)
+    return versions
 
 
 def _entry(
@@ -218,7 +235,7 @@ def _entry(
         columns=_columns(spec, port),
         versions=_recent_versions(port),
         port=f"broken: {health.detail}" if health.state == BROKEN else health.state,
-        warning_checks=list(spec.warning_checks),
+        warning_checks=_warning_checks(spec),
     )
 
 

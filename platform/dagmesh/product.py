@@ -190,6 +190,79 @@ class Landing:
         return {"csv": ".csv", "json": ".jsonl", "parquet": ".parquet"}[self.format]
 
 
+CATEGORICAL_TYPES = ("VARCHAR", "BOOLEAN")
+"""Feature types a model one-hot encodes; every other feature type is numeric."""
+
+
+def is_categorical(type_name: str) -> bool:
+    """True when a feature of this DuckDB type is a category, not a number."""
+    return type_name.upper().split("(")[0] in CATEGORICAL_TYPES
+
+
+@dataclass(frozen=True)
+class Training:
+    """How a model product learns (``Domain.model_product``).
+
+    ``features`` are the columns its training query yields as model inputs
+    (name, DuckDB type, meaning), ``target`` the boolean column it learns to
+    predict, ``time_column`` the column the evaluation splits on: the latest
+    ``holdout`` share of the rows by time is held out (never a random split),
+    so the metrics say how the model does on orders it has not seen yet.
+    ``estimator`` is a function returning an unfitted scikit-learn classifier.
+    """
+
+    features: tuple[Column, ...]
+    target: str
+    time_column: str
+    estimator: Callable[[], Any]
+    holdout: float = 0.2
+
+    def check(self, ref: str) -> None:
+        """Raise ValueError naming ``ref`` when the training cannot work."""
+        names = [f.name for f in self.features]
+        if not names:
+            raise ValueError(f"{ref}: a model needs at least one feature")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{ref}: a feature is declared twice in {names}")
+        for what, name in (("target", self.target), ("time_column", self.time_column)):
+            check_identifier(name, f"{ref}: {what}")
+            if name in names:
+                raise ValueError(f"{ref}: the {what} {name!r} may not also be a feature")
+        if self.target == self.time_column:
+            raise ValueError(f"{ref}: target and time_column are the same column")
+        if not callable(self.estimator):
+            raise ValueError(f"{ref}: estimator= must be a function returning a classifier")
+        if not isinstance(self.holdout, int | float) or not 0.05 <= self.holdout <= 0.5:
+            raise ValueError(f"{ref}: holdout must be a share between 0.05 and 0.5")
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a scoring product uses a published model: ``model`` is the model
+    product (``domain/name``) read through its port (alias ``alias``),
+    ``score_column`` the probability it publishes, ``drift_threshold`` the
+    population stability index above which a feature is reported as drifted
+    (a warning: scores publish anyway)."""
+
+    model: str
+    alias: str
+    score_column: str = "score"
+    drift_threshold: float = 0.2
+
+
+MODEL_CARD_COLUMNS = (
+    Column("feature", "VARCHAR", "A model input, as the scoring query must yield it.", False),
+    Column("type", "VARCHAR", "Its DuckDB type.", nullable=False),
+    Column("encoding", "VARCHAR", "categorical (one-hot) or numeric.", nullable=False),
+    Column("importance", "DOUBLE", "Drop in holdout ROC AUC when the feature is shuffled."),
+    Column("description", "VARCHAR", "What the feature means."),
+)
+"""What a model product publishes as its table (``data.parquet``): one row
+per feature; the model itself is ``model.skops`` beside it."""
+
+MODEL_VERSION_COLUMN = "model_version"
+
+
 @dataclass
 class Product:
     """A data product: one Dagster asset with key ``[domain, name]`` and a
@@ -216,10 +289,18 @@ class Product:
     automation: Any = None
     tags: dict[str, str] = field(default_factory=dict)
     defined_at: tuple[str, int] | None = None
+    training: Training | None = None
+    scoring: Scoring | None = None
 
     def __post_init__(self) -> None:
         check_identifier(self.domain, "domain")
         check_identifier(self.name, "product")
+        if self.training is not None:  # a model product checks its training too
+            self.training.check(self.ref)
+        self._check_declaration()
+
+    def _check_declaration(self) -> None:
+        """What every kind of product must declare consistently."""
         if (self.sql is None) == (self.compute is None):
             raise ValueError(f"{self.ref}: give exactly one of sql= or compute=")
         if not self.columns:
@@ -272,7 +353,12 @@ class Product:
 
     @property
     def kind(self) -> str:
-        """``sql`` or ``python``."""
+        """``sql``, ``python``, ``model`` (trains a model) or ``scoring``
+        (scores rows with a published model)."""
+        if self.training is not None:
+            return "model"
+        if self.scoring is not None:
+            return "scoring"
         return "sql" if self.sql is not None else "python"
 
 
@@ -464,3 +550,110 @@ class Domain:
             )
 
         return register
+
+    def model_product(
+        self,
+        name: str,
+        *,
+        description: str,
+        consumes: Mapping[str, str] | Sequence[str],
+        training_sql: str,
+        features: Sequence[Column],
+        target: str,
+        time_column: str,
+        estimator: Callable[[], Any],
+        holdout: float = 0.2,
+        owner: str | None = None,
+        access: Access = "public",
+        consumers: Sequence[str] = (),
+        classification: str | None = None,
+        refresh: Any = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Product:
+        """Declare a model product: a scikit-learn classifier trained on
+        published products.
+
+        ``training_sql`` runs in DuckDB over ``consumes`` (tables named by
+        alias) and yields the ``features``, the boolean ``target`` and the
+        ``time_column``. The latest ``holdout`` share of rows by time is the
+        evaluation set; the contract's ``metric`` quality rules (``roc_auc``,
+        ``average_precision``, ``brier_score``...) are its blocking audit. The
+        published version holds ``model.skops`` (loads without running
+        arbitrary code), its metrics, the inputs' versions, the features with
+        their types (``data.parquet``) and the contract.
+        """
+        return self._declare(
+            name,
+            sql=training_sql,
+            training=Training(tuple(features), target, time_column, estimator, holdout),
+            defined_at=_caller_location(),
+            description=description,
+            columns=MODEL_CARD_COLUMNS,
+            consumes=consumes,
+            sources=None,
+            primary_key="feature",
+            owner=owner,
+            access=access,
+            consumers=consumers,
+            classification=classification,
+            refresh=refresh,
+            tags=tags,
+        )
+
+    def scoring_product(
+        self,
+        name: str,
+        *,
+        description: str,
+        model: str,
+        consumes: Mapping[str, str] | Sequence[str],
+        sql: str,
+        columns: Sequence[Column],
+        primary_key: str | Sequence[str] = (),
+        score_column: str = "score",
+        drift_threshold: float = 0.2,
+        owner: str | None = None,
+        access: Access = "public",
+        consumers: Sequence[str] = (),
+        classification: str | None = None,
+        refresh: Any = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Product:
+        """Declare a product that scores rows with a published model.
+
+        ``sql`` yields the rows to score: the declared ``columns`` (published
+        as they are) and every feature of ``model`` (a model product,
+        ``domain/name`` or this domain's). The product publishes ``columns``,
+        ``score_column`` (the model's probability of the positive class) and
+        ``model_version`` (the model version that scored the batch); a
+        population-stability drift check of the features against the model's
+        training data warns without blocking.
+        """
+        ref = model if "/" in model else f"{self.name}/{model}"
+        alias = ref.rsplit("/", 1)[-1]
+        qualified = self._qualify(consumes)
+        if alias in qualified:
+            raise ValueError(f"{self.name}/{name}: input {alias!r} is the model's alias")
+        check_identifier(score_column, f"{self.name}/{name}: score_column")
+        published = [
+            *columns,
+            Column(score_column, "DOUBLE", f"Probability predicted by {ref} (0 to 1)."),
+            Column(MODEL_VERSION_COLUMN, "VARCHAR", f"The {ref} version that scored it.", False),
+        ]
+        return self._declare(
+            name,
+            sql=sql,
+            scoring=Scoring(ref, alias, score_column, drift_threshold),
+            defined_at=_caller_location(),
+            description=description,
+            columns=published,
+            consumes={**qualified, alias: ref},
+            sources=None,
+            primary_key=primary_key,
+            owner=owner,
+            access=access,
+            consumers=consumers,
+            classification=classification,
+            refresh=refresh,
+            tags=tags,
+        )

@@ -78,6 +78,7 @@ def audit_and_publish(
     run_id: str,
     column_types: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
 ) -> Publication:
     """Audit ``staging/data.parquet`` and publish it unless a blocking audit
     failed; fills in and returns ``publication``.
@@ -85,7 +86,8 @@ def audit_and_publish(
     Audits already in ``publication.outcomes`` (a kind may check the schema
     before it writes) are not run again. The version record holds the rows,
     the columns (``column_types``, else as staged), the inputs' versions,
-    ``extra`` and the time of publication.
+    ``extra`` and the time of publication. ``metrics`` (a model's holdout
+    evaluation) is what the contract's ``metric`` rules bound.
     """
     spec = publication.spec
     data = f"read_parquet({literal(staging / DATA_FILE)})"
@@ -99,7 +101,7 @@ def audit_and_publish(
         publication.outcomes.append(check_schema(spec, names, list(publication.columns.values())))
     publication.outcomes += row_audits(con, spec, data, publication.rows)
     publication.outcomes += run_quality_rules(
-        con, spec.ref, contract, data, publication.rows, names, spec.personal
+        con, spec.ref, contract, data, publication.rows, names, spec.personal, metrics
     )
     if publication.blocked:
         return publication

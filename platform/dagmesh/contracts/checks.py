@@ -8,13 +8,13 @@ rules are reported and publish anyway.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import duckdb
 
 from dagmesh.audit import SAMPLE_ROWS, AuditOutcome, masked_select
-from dagmesh.contracts.model import BOUNDS, LIBRARY_RULES, Contract, QualityRule
+from dagmesh.contracts.model import BOUNDS, LIBRARY_RULES, MODEL_METRICS, Contract, QualityRule
 from dagmesh.sql import ident, literal
 
 OBJECT = "${object}"
@@ -30,6 +30,8 @@ def check_name(column: str | None, rule: QualityRule, position: int) -> str:
     (``status_valid_values``, ``row_count``, ``sql_2``)."""
     if rule.name:
         return re.sub(r"[^a-z0-9_]", "_", rule.name.lower())
+    if rule.type == "library" and rule.rule == "metric" and rule.metric:
+        return re.sub(r"[^a-z0-9_]", "_", f"metric_{rule.metric}".lower())
     base = _snake(rule.rule) if rule.type == "library" and rule.rule else f"{rule.type}_{position}"
     return f"{column}_{base}" if column else base
 
@@ -40,14 +42,18 @@ def rule_problems(column: str | None, rule: QualityRule) -> list[str]:
     if rule.type == "library":
         if rule.rule not in LIBRARY_RULES:
             problems.append(f"unknown library rule {rule.rule!r} (known: {list(LIBRARY_RULES)})")
-        elif rule.rule == "rowCount" and column is not None:
-            problems.append("rowCount is a table rule: put it under the schema's quality")
-        elif rule.rule != "rowCount" and column is None:
+        elif rule.rule in ("rowCount", "metric") and column is not None:
+            problems.append(f"{rule.rule} is a table rule: put it under the schema's quality")
+        elif rule.rule not in ("rowCount", "metric") and column is None:
             problems.append(f"{rule.rule} is a column rule: put it under the column's quality")
         if rule.rule == "validValues" and not rule.validValues:
             problems.append("validValues needs the list of validValues")
-        if rule.rule == "rowCount" and not _bounds(rule):
-            problems.append("rowCount needs a bound (mustBeBetween, mustBeGreaterThan...)")
+        if rule.rule in ("rowCount", "metric") and not _bounds(rule):
+            problems.append(f"{rule.rule} needs a bound (mustBeBetween, mustBeGreaterThan...)")
+        if rule.rule == "metric" and rule.metric not in MODEL_METRICS:
+            problems.append(
+                f"metric {rule.metric!r} is not a model metric (known: {list(MODEL_METRICS)})"
+            )
     elif rule.type == "sql":
         if not rule.query or OBJECT not in rule.query:
             problems.append(f"a sql rule needs a query over {OBJECT}")
@@ -74,6 +80,8 @@ def _describe(column: str | None, rule: QualityRule) -> str:
     if rule.rule == "validValues":
         return f"{subject} only holds {rule.validValues}"
     bounds = ", ".join(f"{k} {v}" for k, v in _bounds(rule).items())
+    if rule.rule == "metric":
+        return f"the model's holdout {rule.metric}: {bounds}"
     return f"{subject}: {rule.rule or 'sql'} {bounds or 'must be 0'}"
 
 
@@ -99,10 +107,23 @@ def _holds(value: float, bound: str, target: Any) -> bool:
     return inside if bound == "mustBeBetween" else not inside
 
 
+class NotAModelError(ValueError):
+    """A ``metric`` rule on a product that trains no model."""
+
+
 def _metric(
-    con: duckdb.DuckDBPyConnection, column: str | None, rule: QualityRule, data: str, rows: int
+    con: duckdb.DuckDBPyConnection,
+    column: str | None,
+    rule: QualityRule,
+    data: str,
+    rows: int,
+    metrics: Mapping[str, float] | None = None,
 ) -> tuple[float, str | None]:
     """The rule's measured value and, for row rules, the predicate of failing rows."""
+    if rule.rule == "metric":
+        if metrics is None or rule.metric not in metrics:
+            raise NotAModelError(rule.metric)
+        return float(metrics[rule.metric]), None
     if rule.type == "sql":
         query = rule.query.replace(OBJECT, data)
         found = con.execute(query).fetchall()
@@ -129,9 +150,12 @@ def run_quality_rules(
     rows: int,
     columns: list[str],
     personal: Collection[str],
+    metrics: Mapping[str, float] | None = None,
 ) -> list[AuditOutcome]:
     """Evaluate every runnable rule of ``contract`` over ``data`` (a relation
-    expression such as ``read_parquet('...')``) holding ``rows`` rows."""
+    expression such as ``read_parquet('...')``) holding ``rows`` rows;
+    ``metric`` rules over ``metrics`` (a model product's evaluation; a metric
+    rule on any other product fails, naming the rule)."""
     if contract is None:
         return []
     outcomes = []
@@ -139,7 +163,11 @@ def run_quality_rules(
         if rule.type not in ("library", "sql") or rule_problems(column, rule):
             continue
         name = check_name(column, rule, position)
-        value, where = _metric(con, column, rule, data, rows)
+        try:
+            value, where = _metric(con, column, rule, data, rows, metrics)
+        except NotAModelError:
+            outcomes.append(_not_a_model(ref, name, rule))
+            continue
         bounds = _bounds(rule) or {"mustBe": DEFAULT_EXPECTATION.get(rule.rule or "", 0)}
         failed = [f"{b} {t}" for b, t in bounds.items() if not _holds(value, b, t)]
         violations = []
@@ -172,3 +200,19 @@ def run_quality_rules(
             )
         )
     return outcomes
+
+
+def _not_a_model(ref: str, name: str, rule: QualityRule) -> AuditOutcome:
+    """The failed outcome of a metric rule on a product with no such metric."""
+    text = (
+        f"{ref}: metric rule {name} bounds {rule.metric!r}, but this product trains no model "
+        "that measures it (metric rules belong to model products)"
+    )
+    return AuditOutcome(
+        name,
+        False,
+        _describe(None, rule),
+        [text],
+        {"severity": rule.severity},
+        blocking=rule.blocking,
+    )

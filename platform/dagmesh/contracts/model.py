@@ -15,7 +15,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 API_VERSION = "v3.0.2"
 SEVERITIES = ("error", "warning", "info")
-LIBRARY_RULES = ("rowCount", "validValues", "nullCheck", "duplicateCount")
+LIBRARY_RULES = ("rowCount", "validValues", "nullCheck", "duplicateCount", "metric")
+MODEL_METRICS = {
+    "roc_auc": "area under the ROC curve on the holdout (0.5 = chance)",
+    "average_precision": "average precision on the holdout",
+    "brier_score": "mean squared error of the probabilities on the holdout (lower is better)",
+    "baseline_brier_score": "Brier score of always predicting the training positive rate",
+    "brier_skill": "1 - brier_score / baseline_brier_score (0 = no better than the base rate)",
+    "log_loss": "log loss on the holdout (lower is better)",
+    "accuracy": "share of holdout rows classified right at probability 0.5",
+    "training_rows": "rows the model was trained on",
+    "holdout_rows": "rows of the holdout (the latest by time)",
+}
+"""What a model product measures on its holdout; a contract's ``metric``
+quality rules bound them (``{rule: metric, metric: roc_auc, mustBeGreaterThan: 0.7}``)."""
 BOUNDS = (
     "mustBe",
     "mustNotBe",
@@ -34,7 +47,8 @@ class _Odcs(BaseModel):
 
 class QualityRule(_Odcs):
     """An ODCS quality rule: ``library`` (rowCount, validValues, nullCheck,
-    duplicateCount) or ``sql`` (a query over ``${object}`` returning one
+    duplicateCount, and ``metric`` for model products: a metric of the
+    holdout evaluation, named by ``metric``) or ``sql`` (a query over ``${object}`` returning one
     number), compared with ``mustBe...``. ``severity: error`` blocks
     publication; ``warning`` is reported and publishes."""
 
@@ -44,6 +58,7 @@ class QualityRule(_Odcs):
     description: str | None = None
     severity: Literal["error", "warning", "info"] = "error"
     query: str | None = None
+    metric: str | None = None
     validValues: list[Any] | None = None
     mustBe: float | None = None
     mustNotBe: float | None = None
