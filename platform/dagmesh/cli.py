@@ -585,17 +585,27 @@ def code_server(
 
 
 def _prepare_instance() -> None:
-    """The profile's dagster.yaml written and its storage created (once,
-    under a lock) before a long-running Dagster process starts on it."""
-    from dagmesh.instance import create_instance_storage, ensure_dagster_home, quiet_tools
+    """Write the profile's dagster.yaml and create the instance's storage
+    (once, under a lock) before a long-running Dagster process starts on it."""
+    import fcntl
+
+    import dagster as dg
+
+    from dagmesh.instance import ensure_dagster_home, quiet_tools
 
     quiet_tools()
     try:
-        ensure_dagster_home()
+        home = ensure_dagster_home()
     except config.SettingError as error:
         console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    create_instance_storage()
+    # The processes of a deployment (code servers, daemon, webserver) start
+    # together, and two creating the same storage at once fail ("table
+    # alembic_version already exists"): the first creates it, holding a lock.
+    with (home / ".storage.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with dg.DagsterInstance.get():
+            pass
 
 
 def _exec(command: list[str]) -> None:

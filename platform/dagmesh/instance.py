@@ -12,7 +12,6 @@ launched from the UI too) and whose value is the domain.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 from typing import Any
@@ -161,24 +160,6 @@ def ensure_dagster_home() -> Path:
         write_atomically(settings, wanted)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
-
-
-def create_instance_storage() -> None:
-    """Open the instance of DAGSTER_HOME once, holding a lock, so its storage
-    (tables, migrations) is created by one process: the processes of a
-    deployment (code servers, daemon, webserver) start together, and two
-    that create the same storage at once fail (``table ... already exists``).
-    Call after :func:`ensure_dagster_home`."""
-    import dagster as dg
-
-    home = Path(os.environ["DAGSTER_HOME"])
-    with (home / ".storage.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            with dg.DagsterInstance.get():
-                pass
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # No network calls from dbt at run time (version check, usage stats), no telemetry.
