@@ -9,7 +9,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
-from dagmesh import config
+from dagmesh import config, objectstore
 from dagmesh.grants import Grant
 from dagmesh.storage import MeshStore, OutputPort
 
@@ -43,6 +43,7 @@ class MeshStorage(dg.ConfigurableResource):
             memory_limit=self.memory_limit,
             threads=self.threads,
             pii_key=self.pii_key or config.pii_key(),
+            objects=objectstore.from_profile(),
         )
 
     @property
