@@ -367,3 +367,41 @@ def test_the_local_disk_stays_the_default(tmp_path: Path):
     assert type(store.port("sales", "orders")).__name__ == "OutputPort"
     assert store.port("sales", "orders").port_file().endswith("current/data.parquet")
     assert dt.timedelta  # keep the import honest
+
+
+def test_a_dagster_run_on_the_profile_publishes_to_s3(mesh: Mesh, monkeypatch, tmp_path):
+    """The Dagster resource picks the profile's object storage up: the same
+    product assets, materialized by Dagster, publish pointers on S3."""
+    import dagster as dg
+
+    from dagmesh.assets import product_asset
+    from dagmesh.resources import MeshStorage
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "workspace.yaml").write_text("load_from: []\n")
+    (project / "pyproject.toml").write_text(
+        f'[tool.dagmesh.profiles.objects]\nports = "{mesh.s3.ports}"\n'
+    )
+    monkeypatch.setenv("DAGMESH_PROJECT", str(project))
+    monkeypatch.setenv("DAGMESH_PROFILE", "objects")
+    assets = [
+        product_asset(p) for d in (_customers(), _sales(), _finance()) for p in d.products.values()
+    ]
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            assets, resources={"mesh": MeshStorage(home=str(mesh.home))}, instance=instance
+        )
+    assert result.success
+    pointer = mesh.port("finance/revenue").pointer_url
+    ports = [
+        m.metadata["dagmesh/port"].value
+        for m in result.get_asset_materialization_events()
+        for m in [m.materialization]
+    ]
+    assert pointer in ports
+    version = mesh.port("finance/revenue", reader="finance").require_current()
+    assert mesh.parquet(version.data_file.removeprefix(f"s3://{mesh.s3.bucket}/")) == [
+        {"orders": 3, "revenue": 35}
+    ]
+    assert not list(mesh.home.glob("domains/*/ports/*/versions"))
