@@ -405,3 +405,29 @@ def test_a_dagster_run_on_the_profile_publishes_to_s3(mesh: Mesh, monkeypatch, t
         {"orders": 3, "revenue": 35}
     ]
     assert not list(mesh.home.glob("domains/*/ports/*/versions"))
+
+
+@pytest.mark.parametrize(
+    ("pointer", "message"),
+    [
+        (b'{"version": "20990101T000000000000Z-gone"}', "which has no data.parquet"),
+        (b"not json", "is not a dagmesh pointer"),
+        (b'{"no": "version"}', "is not a dagmesh pointer"),
+        (b'["list"]', "is not a dagmesh pointer"),
+        (b'{"version": "../../private/customers/profiles/versions/x"}', "not a dagmesh pointer"),
+        (b'{"version": 7}', "is not a dagmesh pointer"),
+    ],
+)
+def test_a_broken_pointer_is_named_and_a_consumer_is_not_built(mesh: Mesh, pointer, message):
+    from dagmesh.storage import PortBrokenError
+
+    _build_all(mesh)
+    good = mesh.port("finance/revenue").require_current().version
+    key = mesh.port("sales/orders").pointer_key
+    mesh.s3.client().put_object(Bucket=mesh.s3.bucket, Key=key, Body=pointer)
+    with pytest.raises(PortBrokenError, match="sales/orders") as raised:
+        mesh.port("sales/orders", reader="finance").require_current()
+    assert message in str(raised.value)
+    with pytest.raises(PortBrokenError):
+        build_product(_finance().products["revenue"], mesh.store(), "after-break")
+    assert mesh.port("finance/revenue").require_current().version == good

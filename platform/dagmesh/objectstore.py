@@ -60,6 +60,8 @@ from dagmesh.storage import (
 )
 
 POINTER_FILE = "current.json"
+# A version id as new_version_id makes it: no '/' or '..' can reach a key.
+_VERSION_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,99}")
 PUBLISHED = "published"
 PRIVATE = "private"
 # Files of a version every allowed consumer reads; everything else (raw
@@ -389,6 +391,8 @@ class S3OutputPort(OutputPort):
             return None
         try:
             version = json.loads(text)["version"]
+            if not isinstance(version, str) or not _VERSION_ID.fullmatch(version):
+                raise ValueError(version)
         except (ValueError, KeyError, TypeError):
             raise PortBrokenError(
                 f"{self.ref}: the pointer {self.pointer_url} is not a dagmesh pointer"
