@@ -447,7 +447,12 @@ class S3OutputPort(OutputPort):
         if not (staging / DATA_FILE).is_file():
             raise FileNotFoundError(f"{self.ref}: staging {staging} holds no {DATA_FILE}")
         version = new_version_id(run_id)
-        files = sorted(p for p in staging.rglob("*") if p.is_file() and p.name != VERSION_FILE)
+        # Regular files only: a link planted in staging is not followed out of it.
+        files = sorted(
+            p
+            for p in staging.rglob("*")
+            if p.is_file() and not p.is_symlink() and p.name != VERSION_FILE
+        )
         placed = [(f, self._key_of(version, f.relative_to(staging))) for f in files]
         private = sorted(
             f.relative_to(staging).as_posix()
@@ -476,7 +481,11 @@ class S3OutputPort(OutputPort):
             self._remove(uploaded)
             raise
         pointer = {"version": version, "product": self.ref, "at": time.time()}
-        self.store.put(self.domain, self.pointer_key, json.dumps(pointer).encode())
+        try:
+            self.store.put(self.domain, self.pointer_key, json.dumps(pointer).encode())
+        except BaseException:
+            self._remove(uploaded)  # the pointer did not move: the old version stays
+            raise
         shutil.rmtree(staging, ignore_errors=True)  # uploaded: the local copy is done
         self.prune(keep, max_age)
         return version
