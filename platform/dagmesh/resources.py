@@ -61,9 +61,9 @@ class MeshStorage(dg.ConfigurableResource):
         """Where source systems drop raw files."""
         return self.store().landing_path
 
-    def port(self, domain: str, product: str) -> OutputPort:
-        """The output port of ``domain/product``."""
-        return self.store().port(domain, product)
+    def port(self, domain: str, product: str, reader: str | None = None) -> OutputPort:
+        """The output port of ``domain/product`` (read as ``reader``'s domain)."""
+        return self.store().port(domain, product, reader)
 
     def domain_dir(self, domain: str) -> Path:
         """The storage area that only ``domain`` writes."""
