@@ -49,6 +49,8 @@ ENGINE = {
     "dagmesh.timestamps",
     "dagmesh.grants",
     "dagmesh.dbt.grant_plugin",
+    "dagmesh.extensions",
+    "dagmesh.objectstore",
 }
 
 

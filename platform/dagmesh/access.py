@@ -16,8 +16,9 @@ import duckdb
 from dagmesh import audit_log
 from dagmesh.errors import DagmeshError
 from dagmesh.grants import Denial, Grant, GrantDeniedError, denial
+from dagmesh.objectstore import ObjectAccessDeniedError, denied, duckdb_refusal, object_target
 from dagmesh.product import allowed, describe_access
-from dagmesh.storage import OutputPort, PortNotPublishedError, PublishedVersion
+from dagmesh.storage import MeshStore, OutputPort, PortNotPublishedError, PublishedVersion
 
 
 class AccessDeniedError(DagmeshError, PermissionError):
@@ -34,10 +35,12 @@ class PortRead:
 
     ref: str
     version: PublishedVersion
-    file: Path
+    file: Path | str  # a local file, or an object URL (ports on object storage)
 
 
-def read_port(home: Path, consumer: str, ref: str, run_id: str) -> PortRead:
+def read_port(
+    home: Path, consumer: str, ref: str, run_id: str, mesh: MeshStore | None = None
+) -> PortRead:
     """Open the current version of ``ref`` for ``consumer`` (a product ref or
     a domain name).
 
@@ -49,12 +52,18 @@ def read_port(home: Path, consumer: str, ref: str, run_id: str) -> PortRead:
     The owner domain reads raw values, every other domain the masked
     ``data.parquet``. A cross-domain read is recorded in the audit log; a
     read the producer's access level does not allow is recorded as denied
-    and raises AccessDeniedError.
+    and raises AccessDeniedError. With ``mesh`` (ports maybe on object
+    storage), the port is read with the consumer domain's own identity.
     """
     producer, name = ref.split("/")
     consumer_domain = consumer.split("/")[0]
     try:
-        version, pin = OutputPort(home, producer, name).pin_current(consumer, run_id)
+        port = (
+            mesh.port(producer, name, reader=consumer_domain)
+            if mesh is not None
+            else OutputPort(home, producer, name)
+        )
+        version, pin = port.pin_current(consumer, run_id)
     except PortNotPublishedError as error:
         raise UpstreamNotPublishedError(
             f"{consumer} consumes {ref}, which has no published version yet; "
@@ -92,12 +101,18 @@ def record_refusal(grant: Grant, found: Denial, step: str | None = None) -> str:
     return found.message(step)
 
 
-def refused(error: BaseException, grant: Grant | None) -> GrantDeniedError | None:
-    """The GrantDeniedError for a DuckDB error that is a refusal of ``grant``
-    (recorded in the audit log), or None for any other error."""
+def refused(error: BaseException, grant: Grant | None) -> DagmeshError | None:
+    """The GrantDeniedError for a DuckDB error that is a refusal of ``grant``,
+    or the ObjectAccessDeniedError for one the object store refused the
+    step's identity (both recorded in the audit log); None for any other error."""
     if grant is None or not isinstance(error, duckdb.Error):
         return None
     found = denial(str(error))
-    if found is None:
-        return None
-    return GrantDeniedError(record_refusal(grant, found))
+    if found is not None:
+        return GrantDeniedError(record_refusal(grant, found))
+    if (url := duckdb_refusal(str(error))) is not None:
+        domain = grant.step.split("/")[0]
+        message = f"S3 AccessDenied: {grant.step} (domain {domain}'s identity) may not read {url}"
+        denied(grant.home, grant.run_id, grant.step, message, object_target(url))
+        return ObjectAccessDeniedError(message)
+    return None

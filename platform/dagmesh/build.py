@@ -36,6 +36,7 @@ from dagmesh.landing import (
     locate_value,
 )
 from dagmesh.learning import model_files, stage_model, stage_scores
+from dagmesh.objectstore import duckdb_refusal
 from dagmesh.privacy import failure_message, owner_only, redact
 from dagmesh.product import Product
 from dagmesh.publish import Publication, audit_and_publish
@@ -60,7 +61,7 @@ class BuildResult(Publication):
 def _read_upstream(product: Product, mesh: MeshStore, run_id: str) -> dict[str, PortRead]:
     """Pin the current version of every consumed product, through access control."""
     return {
-        alias: read_port(mesh.home_path, product.ref, ref, run_id)
+        alias: read_port(mesh.home_path, product.ref, ref, run_id, mesh)
         for alias, ref in product.consumes.items()
     }
 
@@ -219,8 +220,8 @@ def _build(
             metrics=result.metrics,
         )
     except duckdb.Error as error:
-        if denial(str(error)) is not None:
-            raise  # the grant refused it: build_product names the product and the path
+        if denial(str(error)) is not None or duckdb_refusal(str(error)) is not None:
+            raise  # the grant or the store refused it: build_product names product and path
         # DuckDB quotes the values it choked on: name where, never what.
         raise _explained(con, product, scans, error) from None
 

@@ -215,7 +215,19 @@ PG_ENV = {
 PG_SECRETS = frozenset({"password"})
 _PROFILE_KEYS = frozenset(
     {"instance", "max_concurrent_runs", "domain_run_limit", "domain_run_limits", "workspace"}
+    | {"ports"}
 )
+# Ports on S3-compatible object storage (``ports = "s3://bucket/prefix"``):
+# the endpoint and its options come from the profile's ``[...s3]`` table or,
+# where it gives none, from these variables; each domain's identity only from
+# DAGMESH_S3_<DOMAIN>_KEY_ID / _SECRET (:func:`s3_credentials`).
+S3_ENV = {
+    "endpoint": "DAGMESH_S3_ENDPOINT",
+    "region": "DAGMESH_S3_REGION",
+    "use_ssl": "DAGMESH_S3_USE_SSL",
+    "url_style": "DAGMESH_S3_URL_STYLE",
+}
+S3_DEFAULTS = {"region": "us-east-1", "use_ssl": "true", "url_style": "path"}
 
 
 @dataclass(frozen=True)
@@ -236,6 +248,8 @@ class Profile:
     domain_run_limit: int | None = None
     domain_run_limits: dict[str, int] = field(default_factory=dict)
     workspace: str | None = None
+    ports: str | None = None
+    s3: dict[str, str | bool] = field(default_factory=dict)
 
     @property
     def queued(self) -> bool:
@@ -284,10 +298,10 @@ def _checked_profile(name: str, table: Any) -> Profile:
     where = f"[tool.dagmesh.profiles.{name}]"
     if not isinstance(table, dict):
         raise SettingError(f"{where} must be a table")
-    if unknown := set(table) - _PROFILE_KEYS - {"postgres"}:
+    if unknown := set(table) - _PROFILE_KEYS - {"postgres", "s3"}:
         raise SettingError(
             f"{where}: unknown key {sorted(unknown)[0]!r}; keys: "
-            f"{', '.join(sorted(_PROFILE_KEYS | {'postgres'}))}"
+            f"{', '.join(sorted(_PROFILE_KEYS | {'postgres', 's3'}))}"
         )
     instance = table.get("instance", "sqlite")
     if instance not in ("sqlite", "postgres"):
@@ -306,6 +320,8 @@ def _checked_profile(name: str, table: Any) -> Profile:
         postgres=postgres,
         domain_run_limits={d: _limit(name, f"domain_run_limits.{d}", n) for d, n in limits.items()},
         workspace=workspace,
+        ports=_checked_ports(where, table.get("ports")),
+        s3=_checked_s3(where, table.get("s3", {})),
         **{k: None if v is None else _limit(name, k, v) for k, v in optional.items()},
     )
 
@@ -330,6 +346,112 @@ def _checked_postgres(where: str, table: Any) -> dict[str, str | int]:
         elif not isinstance(value, str) or not value:
             raise SettingError(f"{where}: postgres.{key} must be a non-empty string")
     return dict(table)
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_KEY_PART = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _checked_ports(where: str, value: Any) -> str | None:
+    """``ports``: where output ports live; only ``s3://bucket[/prefix]``
+    (the local disk under DAGMESH_HOME is the default, not a setting)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("s3://"):
+        raise SettingError(f"{where}: ports = {str(value)[:60]!r}; give 's3://bucket/prefix'")
+    bucket, _, prefix = value.removeprefix("s3://").strip("/").partition("/")
+    if not _BUCKET.fullmatch(bucket):
+        raise SettingError(f"{where}: ports = {value[:60]!r}: {bucket[:63]!r} is not a bucket name")
+    parts = prefix.split("/") if prefix else []
+    if not all(_KEY_PART.fullmatch(p) and p.strip(".") for p in parts):
+        raise SettingError(
+            f"{where}: ports = {value[:60]!r}: the prefix may hold only letters, digits, "
+            "'.', '_', '-' between slashes (no '.' or '..' parts)"
+        )
+    return f"s3://{bucket}" + (f"/{prefix}" if prefix else "")
+
+
+def _checked_s3(where: str, table: Any) -> dict[str, str | bool]:
+    if not isinstance(table, dict):
+        raise SettingError(f"{where}: s3 must be a table")
+    for key, value in table.items():
+        if key not in S3_ENV:
+            # Keys and secrets are per domain and only ever in the environment.
+            raise SettingError(
+                f"{where}: s3.{key} is not a setting (keys: {', '.join(S3_ENV)}); each domain's "
+                "credentials come only from DAGMESH_S3_<DOMAIN>_KEY_ID and _SECRET"
+            )
+        if key == "use_ssl" and not isinstance(value, bool):
+            raise SettingError(f"{where}: s3.use_ssl must be true or false")
+        if key == "url_style" and value not in ("path", "vhost"):
+            raise SettingError(f"{where}: s3.url_style = {value!r}; give 'path' or 'vhost'")
+        if key != "use_ssl" and (not isinstance(value, str) or not value):
+            raise SettingError(f"{where}: s3.{key} must be a non-empty string")
+    return dict(table)
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where the ports live on S3 and how to reach it (no credentials)."""
+
+    bucket: str
+    prefix: str
+    endpoint: str
+    region: str
+    use_ssl: bool
+    url_style: str
+
+
+def s3_settings(selected: Profile | None = None) -> S3Settings | None:
+    """The selected profile's object storage for ports, or None (local disk).
+    SettingError when the endpoint is neither in the profile nor in
+    DAGMESH_S3_ENDPOINT."""
+    selected = selected or profile()
+    if not selected.ports:
+        return None
+    values: dict[str, Any] = {}
+    for key, env in S3_ENV.items():
+        value = selected.s3.get(key, os.environ.get(env, "").strip() or S3_DEFAULTS.get(key))
+        values[key] = value
+    if not values["endpoint"]:
+        raise SettingError(
+            f"profile {selected.name}: ports on {selected.ports} need an endpoint: give "
+            "s3.endpoint in the profile or DAGMESH_S3_ENDPOINT (host:port)"
+        )
+    use_ssl = values["use_ssl"]
+    if isinstance(use_ssl, str):
+        if use_ssl.lower() not in ("true", "false"):
+            raise SettingError(f"DAGMESH_S3_USE_SSL={use_ssl[:10]!r}; give true or false")
+        use_ssl = use_ssl.lower() == "true"
+    bucket, _, prefix = selected.ports.removeprefix("s3://").partition("/")
+    return S3Settings(
+        bucket=bucket,
+        prefix=prefix,
+        endpoint=str(values["endpoint"]),
+        region=str(values["region"]),
+        use_ssl=use_ssl,
+        url_style=str(values["url_style"]),
+    )
+
+
+def s3_credential_env(domain: str) -> tuple[str, str]:
+    """The environment variables holding ``domain``'s S3 key id and secret."""
+    name = re.sub(r"[^A-Z0-9]", "_", domain.upper())
+    return f"DAGMESH_S3_{name}_KEY_ID", f"DAGMESH_S3_{name}_SECRET"
+
+
+def s3_credentials(domain: str) -> tuple[str, str]:
+    """``domain``'s own S3 identity (key id, secret), from the environment
+    only; SettingError naming the variables (never their values) when unset."""
+    names = s3_credential_env(domain)
+    values = [os.environ.get(n, "").strip() for n in names]
+    if not all(values):
+        missing = [n for n, v in zip(names, values, strict=True) if not v]
+        raise SettingError(
+            f"domain {domain} has no S3 identity: set {' and '.join(missing)} in the "
+            "environment (each domain reads and writes object storage with its own credentials)"
+        )
+    return values[0], values[1]
 
 
 def check_profile_env(selected: Profile | None = None) -> None:

@@ -54,7 +54,7 @@ class Grant:
     step: str  # the product (``domain/name``) or dbt project the step builds
     home: Path
     directories: tuple[Path, ...] = ()
-    files: tuple[Path, ...] = ()
+    files: tuple[Path | str, ...] = ()  # local paths, or object URLs (``s3://...``)
     run_id: str = field(default="", compare=False)
 
     def allowed_directories(self) -> list[str]:
@@ -88,7 +88,7 @@ class Grant:
             step=data["step"],
             home=Path(data["home"]),
             directories=tuple(Path(p) for p in data["directories"]),
-            files=tuple(Path(p) for p in data["files"]),
+            files=tuple(p if is_url(p) else Path(p) for p in data["files"]),
             run_id=data.get("run_id", ""),
         )
 
@@ -97,11 +97,20 @@ class Grant:
         write_atomically(path, self.to_json(), durable=False)
 
 
-def _spellings(paths: Iterable[Path]) -> set[Path]:
+def is_url(path: Path | str) -> bool:
+    """Whether ``path`` names an object (``s3://bucket/key``), not a local file."""
+    return isinstance(path, str) and "://" in path
+
+
+def _spellings(paths: Iterable[Path | str]) -> set[Path | str]:
     """Each path as given (absolute) and resolved: DuckDB checks the text of
-    the path a query names, and the platform names some paths resolved."""
-    found: set[Path] = set()
+    the path a query names, and the platform names some paths resolved.
+    An object URL is taken exactly as given."""
+    found: set[Path | str] = set()
     for path in paths:
+        if is_url(path):
+            found.add(path)
+            continue
         absolute = Path(path).absolute()
         found.add(absolute)
         found.add(absolute.resolve())

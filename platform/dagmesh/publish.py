@@ -117,7 +117,7 @@ def audit_and_publish(
     publication.preview = preview_rows(con, staging / DATA_FILE, spec.personal)
     publication.version = publish_staged(con, mesh, staging, run_id, record, spec, contract)
     port = mesh.port(spec.domain, spec.name)
-    publication.port_file = str(port.current_link / DATA_FILE)
+    publication.port_file = port.port_file()
     return publication
 
 

@@ -9,7 +9,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
-from dagmesh import config
+from dagmesh import config, objectstore
 from dagmesh.grants import Grant
 from dagmesh.storage import MeshStore, OutputPort
 
@@ -43,6 +43,7 @@ class MeshStorage(dg.ConfigurableResource):
             memory_limit=self.memory_limit,
             threads=self.threads,
             pii_key=self.pii_key or config.pii_key(),
+            objects=objectstore.from_profile(),
         )
 
     @property
@@ -60,9 +61,9 @@ class MeshStorage(dg.ConfigurableResource):
         """Where source systems drop raw files."""
         return self.store().landing_path
 
-    def port(self, domain: str, product: str) -> OutputPort:
-        """The output port of ``domain/product``."""
-        return self.store().port(domain, product)
+    def port(self, domain: str, product: str, reader: str | None = None) -> OutputPort:
+        """The output port of ``domain/product`` (read as ``reader``'s domain)."""
+        return self.store().port(domain, product, reader)
 
     def domain_dir(self, domain: str) -> Path:
         """The storage area that only ``domain`` writes."""

@@ -133,6 +133,10 @@ class OutputPort:
         """``domain/product``."""
         return f"{self.domain}/{self.product}"
 
+    def port_file(self) -> str:
+        """Where consumers find the port's current data (the ``current`` link's file)."""
+        return str(self.current_link / DATA_FILE)
+
     def current(self) -> PublishedVersion | None:
         """The version consumers read now, or None before the first publish."""
         try:
@@ -348,6 +352,9 @@ class MeshStore:
     memory_limit: str | None = None
     threads: int | None = None
     pii_key: str | None = field(default=None, repr=False)
+    # Ports on object storage (a dagmesh.objectstore.ObjectStore, duck-typed:
+    # that module builds on this one); None keeps them on the local disk.
+    objects: Any = None
 
     def masking_key(self) -> bytes | None:
         """The keyed-hash secret of joinable PII columns, or None."""
@@ -358,8 +365,11 @@ class MeshStore:
         """Where source systems drop raw files."""
         return self.home_path / "landing"
 
-    def port(self, domain: str, product: str) -> OutputPort:
-        """The output port of ``domain/product``."""
+    def port(self, domain: str, product: str, reader: str | None = None) -> OutputPort:
+        """The output port of ``domain/product``; on object storage read
+        with ``reader``'s identity (default: the owner's)."""
+        if self.objects is not None:
+            return self.objects.port(self.home_path, domain, product, reader)
         return OutputPort(self.home_path, domain, product)
 
     def domain_dir(self, domain: str) -> Path:
@@ -379,9 +389,12 @@ class MeshStore:
         if self.threads:
             settings["threads"] = self.threads
         con = duckdb.connect(":memory:", config=settings)
-        if grant is not None:
+        if self.objects is not None or grant is not None:
             try:
-                lock(con, grant)
+                if self.objects is not None:  # httpfs and this domain's identity only
+                    self.objects.attach(con, domain)
+                if grant is not None:
+                    lock(con, grant)
             except BaseException:
                 con.close()
                 raise

@@ -19,6 +19,9 @@ import duckdb
 MIN_OFFSET_MINUTES = -12 * 60
 MAX_OFFSET_MINUTES = 14 * 60
 
+# try_cast, not ::INTEGER: DuckDB 1.4 may evaluate both sides of the OR in
+# dagmesh_offset_ok, and '' (no offset) must not fail the cast there. The
+# regex admits only digits, so a non-empty offset always casts.
 # The trailing offset after a time of day: +HH, +HHMM or +HH:MM ('' if none or Z).
 _OFFSET = r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*([+-]\d{2}(?::?\d{2})?)$"
 
@@ -27,11 +30,13 @@ CREATE OR REPLACE TEMP MACRO dagmesh_utc_offset(s) AS
     regexp_extract(trim(s::VARCHAR), '{_OFFSET}', 1);
 CREATE OR REPLACE TEMP MACRO dagmesh_offset_minutes(o) AS
     (CASE WHEN o[1] = '-' THEN -1 ELSE 1 END)
-    * (o[2:3]::INTEGER * 60 + coalesce(nullif(replace(o[4:], ':', ''), '')::INTEGER, 0));
+    * (coalesce(try_cast(o[2:3] AS INTEGER), 0) * 60
+       + coalesce(try_cast(nullif(replace(o[4:], ':', ''), '') AS INTEGER), 0));
 CREATE OR REPLACE TEMP MACRO dagmesh_offset_ok(s) AS
     dagmesh_utc_offset(s) = ''
     OR (
-        coalesce(nullif(replace(dagmesh_utc_offset(s)[4:], ':', ''), '')::INTEGER, 0) < 60
+        coalesce(try_cast(nullif(replace(dagmesh_utc_offset(s)[4:], ':', ''), '') AS INTEGER), 0)
+            < 60
         AND dagmesh_offset_minutes(dagmesh_utc_offset(s))
             BETWEEN {MIN_OFFSET_MINUTES} AND {MAX_OFFSET_MINUTES}
     );
