@@ -18,6 +18,7 @@ from dagmesh.dbt.manifest import (
     is_ephemeral,
     node_access,
     node_meta,
+    own_source_producers,
     product_name,
     tested_node,
 )
@@ -164,13 +165,16 @@ def _dbt_consumes(domain: str, node: Mapping[str, Any], manifest: Mapping[str, A
     the domain's own nodes; through an ephemeral model (not a product), what
     it reads."""
     consumes: set[str] = set()
+    producers = own_source_producers(manifest)
     pending, seen = list(node.get("depends_on", {}).get("nodes", [])), set()
     while pending:
         parent = pending.pop()
         if parent in seen:
             continue
         seen.add(parent)
-        if parent.startswith("source."):
+        if parent in producers:  # a source the project's own seed or model fills
+            pending.append(producers[parent])
+        elif parent.startswith("source."):
             source = manifest["sources"][parent]
             if source.get("database") == PORTS_DATABASE:
                 consumes.add(f"{source['source_name']}/{source['name']}")

@@ -24,6 +24,7 @@ from dagmesh import config
 from dagmesh.assets import check_specs
 from dagmesh.audit import audit_checks
 from dagmesh.contracts.model import Contract
+from dagmesh.dbt.manifest import own_source_producers, product_name
 from dagmesh.dbt.project import dbt_project
 from dagmesh.dbt.run import pool_name, run_dbt_products
 from dagmesh.dbt.translator import MeshDbtTranslator
@@ -59,7 +60,12 @@ def dbt_domain_assets(
         or dbt_spec(domain, node, project.manifest, project.project_dir)
         for name, node in project.product_nodes().items()
     }
-    translator = MeshDbtTranslator(domain.name, domain.owner, contracts, specs_by_name)
+    manifest = project.manifest
+    own_sources = {
+        source: product_name(manifest["nodes"][producer])
+        for source, producer in own_source_producers(manifest).items()
+    }
+    translator = MeshDbtTranslator(domain.name, domain.owner, contracts, specs_by_name, own_sources)
     asset_specs, dbt_checks = build_dbt_specs(
         translator=translator,
         manifest=project.manifest,
