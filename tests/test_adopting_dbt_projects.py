@@ -333,6 +333,8 @@ def test_the_catalog_lists_exactly_the_checks_dagster_runs(mesh: Project, jaffle
     assert relationships not in products["shop/stg_customers"]["checks"]
     assert products["shop/orders"]["checks"]["assert_orders_have_payments"] == "passed"
     assert products["shop/orders"]["warning_checks"] == ["positive_orders_amount"]
+    # The unit test is a check of its model, passed in the run.
+    assert products["shop/stg_customers"]["checks"]["full_name_joins_first_and_last"] == "passed"
     # Columns as consumers read them: the yml's (no data_type) typed from the
     # published version, and those the yml does not list.
     columns = {c["name"]: c for c in products["shop/stg_customers"]["columns"]}
@@ -363,6 +365,12 @@ def test_a_failing_unit_test_is_named_and_its_model_not_published(mesh: Project,
         "full_name_joins_first_and_last" in output
     )
     assert mesh.port("shop", "stg_customers").resolve() == before
+    # The unit test is an asset check of its model, recorded as failed.
+    catalog = mesh.run("catalog", "--json")
+    products = {p["ref"]: p for p in json.loads(catalog.stdout)["products"]}
+    stg = products["shop/stg_customers"]
+    assert stg["checks"]["full_name_joins_first_and_last"] == "failed"
+    assert not stg["healthy"]
 
 
 def test_lint_fails_on_a_project_that_does_not_compile_and_the_catalog_shows_it_broken(

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
 from dagmesh.dbt.manifest import DbtGraphError, build_phases, own_source_producers
 from tests.conftest import REPO
@@ -131,6 +132,15 @@ def test_a_first_build_with_upstream_succeeds_where_plain_dbt_fails(shop: Projec
     assert top == [("Ada Lovelace", 37.0), ("Alan Turing", 41.0)]
     # Not asked for and not upstream: not built.
     assert not shop.port("shop", "stg_web_events").exists()
+    # dbt's tests and unit test, run in the phases, recorded as checks.
+    catalog = shop.run("catalog", "--json")
+    products = {p["ref"]: p for p in json.loads(catalog.stdout)["products"]}
+    assert products["shop/stg_customers"]["checks"] == {
+        "unique_stg_customers_customer_id": "passed",
+        "not_null_stg_customers_customer_id": "passed",
+        "full_name_joins_names": "passed",
+    }
+    assert products["shop/customer_revenue"]["healthy"]
 
 
 def test_a_failing_seed_skips_what_reads_it_in_a_later_phase_and_names_it(tmp_path: Path):
@@ -235,3 +245,58 @@ def test_which_sources_a_project_fills_and_the_phases_of_a_build():
     cycle = {"source.p.s.b": "model.p.b"}
     with pytest.raises(DbtGraphError, match="read each other through source"):
         build_phases(manifest, {"model.p.a", "model.p.b"}, cycle)
+
+
+def _properties(project: Project, product: str) -> dict[str, dict]:
+    path = project.root / "domains" / "shop" / "contracts" / f"{product}.odcs.yaml"
+    document = yaml.safe_load(path.read_text())
+    return {p["name"]: p for p in document["schema"][0]["properties"]}
+
+
+def test_contracts_take_types_and_undocumented_columns_from_the_build(
+    shop: Project, tmp_path: Path
+):
+    # Built by the test above (module order); built here when run alone.
+    if not shop.port("shop", "customer_revenue").exists():
+        built = shop.run("materialize", "shop/top_customers", "--with-upstream")
+        assert built.returncode == 0, _flat(built)[-3000:]
+    before = _properties(shop, "stg_customers")
+    assert "physicalType" not in before["customer_id"]  # the yml has no data_type
+    assert "full_name" not in before  # nor lists it
+
+    synced = shop.run("contracts", "sync", "shop")
+    assert synced.returncode == 0, _flat(synced)[-2000:]
+    stg = _properties(shop, "stg_customers")
+    assert stg["customer_id"]["physicalType"] == "INTEGER"
+    assert stg["customer_id"]["logicalType"] == "integer"
+    assert stg["customer_id"]["unique"] is True  # the yml's facts stay
+    assert stg["full_name"]["physicalType"] == "VARCHAR"
+    assert stg["full_name"]["customProperties"] == [{"property": "undocumented", "value": True}]
+    revenue = _properties(shop, "customer_revenue")
+    assert revenue["customer_id"]["physicalType"] == "INTEGER"  # declared data_type
+    assert revenue["revenue"]["logicalType"] == "number"
+    assert revenue["revenue"]["description"] == "Total order amount."
+    # Never built: nothing to take, nothing invented.
+    assert "physicalType" not in _properties(shop, "stg_web_events").get("event_id", {})
+
+    # The synced contracts pass lint, with this home and with one never built.
+    for home in (shop.home, tmp_path / "empty-home"):
+        (home / "dagster").mkdir(parents=True, exist_ok=True)
+        linted = shop.run("lint", DAGMESH_HOME=str(home), DAGSTER_HOME=str(home / "dagster"))
+        assert "contract out of date" not in _flat(linted), _flat(linted)[-3000:]
+    # Syncing again without a build keeps what the build told.
+    again = shop.run("contracts", "sync", "shop", DAGMESH_HOME=str(tmp_path / "empty-home"))
+    assert again.returncode == 0
+    assert _properties(shop, "stg_customers") == stg
+
+    # A declared column the yml drops is still drift, undocumented ones are not.
+    schema = shop.root / "dbt_projects" / "ecom" / "models" / "schema.yml"
+    text = schema.read_text()
+    schema.write_text(
+        text.replace("      - name: revenue\n        description: Total order amount.\n", "")
+    )
+    try:
+        linted = shop.run("lint", DAGMESH_HOME=str(tmp_path / "empty-home"))
+    finally:
+        schema.write_text(text)
+    assert "shop/customer_revenue" in _flat(linted) and "'revenue'" in _flat(linted)

@@ -21,6 +21,7 @@ from dagmesh.dbt.manifest import (
     own_source_producers,
     product_name,
     tested_node,
+    unit_tests_of,
 )
 from dagmesh.dbt.project import dbt_project
 from dagmesh.product import Domain, Product, allowed
@@ -193,14 +194,17 @@ def _dbt_tests(
     """The error-severity (``blocking``) or warn-severity dbt tests of a node:
     those Dagster attaches to it as checks (:func:`tested_node`), so that a
     ``relationships`` test belongs to the model it is written on, not to the
-    model it refers to."""
-    return [
+    model it refers to. The node's unit tests are blocking checks too."""
+    names = [
         test["name"]
         for test in manifest["nodes"].values()
         if test["resource_type"] == "test"
         and tested_node(test, manifest) == node["unique_id"]
         and (str(test.get("config", {}).get("severity", "error")).lower() == "error") == blocking
     ]
+    if blocking:
+        names += [u["name"] for u in unit_tests_of(manifest, node["unique_id"])]
+    return list(dict.fromkeys(names))
 
 
 def dbt_spec(

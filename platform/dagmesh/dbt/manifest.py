@@ -94,6 +94,16 @@ def column_tests(manifest: Mapping[str, Any], unique_id: str) -> dict[str, set[s
     return tested
 
 
+def unit_tests_of(manifest: Mapping[str, Any], unique_id: str) -> list[dict[str, Any]]:
+    """The dbt unit tests of a model (each is a blocking check of it: dbt
+    does not build a model whose unit test fails)."""
+    return [
+        unit
+        for unit in manifest.get("unit_tests", {}).values()
+        if unique_id in unit.get("depends_on", {}).get("nodes", [])
+    ]
+
+
 def relation(props: Mapping[str, Any]) -> tuple[str, str, str]:
     """The relation a source reads or a node builds, as DuckDB compares
     names (case-insensitively): (database, schema, identifier)."""

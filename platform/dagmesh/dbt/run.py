@@ -423,6 +423,32 @@ def _phase_selection(
     return sorted("fqn:" + ".".join(resources[uid]["fqn"]) for uid in chosen)
 
 
+def _record_unit_tests(context: dg.AssetExecutionContext, domain: str, build: DbtBuild) -> None:
+    """Each dbt unit test that ran as the result of its asset check (see
+    :func:`dagmesh.dbt.assets.unit_test_checks`): dagster-dbt reports none."""
+    units = build.manifest.get("unit_tests", {})
+    for result in build.results:
+        unit = units.get(result["unique_id"])
+        models = (unit or {}).get("depends_on", {}).get("nodes", [])
+        model = build.manifest["nodes"].get(models[0]) if models else None
+        if model is None:
+            continue
+        key = dg.AssetCheckKey(dg.AssetKey([domain, product_name(model)]), unit["name"])
+        if key not in context.selected_asset_check_keys:
+            continue
+        metadata = {"status": result["status"], "file": unit.get("original_file_path", "")}
+        if result["status"] in ("fail", "error"):
+            metadata["dbt_message"] = _dbt_message(result)
+        build.checks[key.asset_key].append(
+            dg.AssetCheckResult(
+                asset_key=key.asset_key,
+                check_name=key.name,
+                passed=result["status"] == "pass",
+                metadata=metadata,
+            )
+        )
+
+
 def _check_result(evaluation: dg.AssetCheckEvaluation) -> dg.AssetCheckResult:
     """A dbt test's evaluation (from an invocation without context) as the
     step's check result."""
@@ -509,6 +535,7 @@ def run_dbt_products(
         started = time.perf_counter()
         build = yield from _dbt_build(context, project, state, selected)
         context.log.info(f"dbt build of {project.name}: {time.perf_counter() - started:.1f}s")
+        _record_unit_tests(context, project.domain, build)
 
         problems = yield from _publish_built(
             context, domain, build, contracts, mesh, pinned, memory_limit, state
