@@ -209,7 +209,8 @@ def test_adoption_reports_every_kind_before_writing(jaffle):
         "1 snapshots (customers_snapshot): products; their history",
         "18 data tests",
         "yml entries with the older `tests:` key (stg_customers.customer_id",
-        "1 unit tests (full_name_joins_first_and_last): run by `dbt build`",
+        "1 unit tests (full_name_joins_first_and_last): run by `dbt build` before their "
+        "model, each a blocking asset check of it",
         "1 sources (shop_events.page_views)",
         "nodes with +schema (raw_customers (raw)",
         "2 model versions (customers_v1, customers_v2): each version is a product",

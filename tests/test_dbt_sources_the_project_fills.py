@@ -67,6 +67,12 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Project:
     project = _new_project(tmp_path_factory.mktemp("own_sources"))
     created = project.run("new", "domain", "shop", "--dbt-project", "dbt_projects/ecom")
     assert created.returncode == 0, _flat(created)[-3000:]
+    reported = _flat(created)
+    assert (
+        "3 sources the project builds itself (ecom.raw_customers (raw_customers), "
+        "ecom.raw_orders (raw_orders), marts.customer_totals (customer_revenue)): edges"
+    ) in reported
+    assert "1 sources (landing.web_events): read as they are" in reported
     return project
 
 
