@@ -401,7 +401,7 @@ def _runnable(build: DbtBuild, nodes: list[str]) -> list[str]:
 def _phase_selection(
     manifest: Mapping[str, Any], producers: Mapping[str, str], phases: list[list[str]], index: int
 ) -> list[str]:
-    """dbt selectors (``fqn:``) of phase ``index``'s nodes, their unit
+    """dbt selectors (``fqn:`` and resource type) of phase ``index``'s nodes, their unit
     tests, and each test whose last selected parent is built in this phase
     (as dbt's eager selection runs it once its parents are built)."""
     here = set(phases[index])
@@ -420,7 +420,12 @@ def _phase_selection(
         if set(unit.get("depends_on", {}).get("nodes", [])) & here
     }
     resources = {**manifest["nodes"], **manifest.get("unit_tests", {})}
-    return sorted("fqn:" + ".".join(resources[uid]["fqn"]) for uid in chosen)
+    # fqn: matches by prefix (a folder named like a seed): each selector is
+    # intersected with its resource type.
+    return sorted(
+        f"fqn:{'.'.join(resources[uid]['fqn'])},resource_type:{resources[uid]['resource_type']}"
+        for uid in chosen
+    )
 
 
 def _record_unit_tests(context: dg.AssetExecutionContext, domain: str, build: DbtBuild) -> None:
