@@ -209,7 +209,8 @@ def test_adoption_reports_every_kind_before_writing(jaffle):
         "1 snapshots (customers_snapshot): products; their history",
         "18 data tests",
         "yml entries with the older `tests:` key (stg_customers.customer_id",
-        "1 unit tests (full_name_joins_first_and_last): run by `dbt build`",
+        "1 unit tests (full_name_joins_first_and_last): run by `dbt build` before their "
+        "model, each a blocking asset check of it",
         "1 sources (shop_events.page_views)",
         "nodes with +schema (raw_customers (raw)",
         "2 model versions (customers_v1, customers_v2): each version is a product",
@@ -333,6 +334,8 @@ def test_the_catalog_lists_exactly_the_checks_dagster_runs(mesh: Project, jaffle
     assert relationships not in products["shop/stg_customers"]["checks"]
     assert products["shop/orders"]["checks"]["assert_orders_have_payments"] == "passed"
     assert products["shop/orders"]["warning_checks"] == ["positive_orders_amount"]
+    # The unit test is a check of its model, passed in the run.
+    assert products["shop/stg_customers"]["checks"]["full_name_joins_first_and_last"] == "passed"
     # Columns as consumers read them: the yml's (no data_type) typed from the
     # published version, and those the yml does not list.
     columns = {c["name"]: c for c in products["shop/stg_customers"]["columns"]}
@@ -363,6 +366,12 @@ def test_a_failing_unit_test_is_named_and_its_model_not_published(mesh: Project,
         "full_name_joins_first_and_last" in output
     )
     assert mesh.port("shop", "stg_customers").resolve() == before
+    # The unit test is an asset check of its model, recorded as failed.
+    catalog = mesh.run("catalog", "--json")
+    products = {p["ref"]: p for p in json.loads(catalog.stdout)["products"]}
+    stg = products["shop/stg_customers"]
+    assert stg["checks"]["full_name_joins_first_and_last"] == "failed"
+    assert not stg["healthy"]
 
 
 def test_lint_fails_on_a_project_that_does_not_compile_and_the_catalog_shows_it_broken(

@@ -18,8 +18,10 @@ from dagmesh.dbt.manifest import (
     is_ephemeral,
     node_access,
     node_meta,
+    own_source_producers,
     product_name,
     tested_node,
+    unit_tests_of,
 )
 from dagmesh.dbt.project import dbt_project
 from dagmesh.product import Domain, Product, allowed
@@ -164,13 +166,16 @@ def _dbt_consumes(domain: str, node: Mapping[str, Any], manifest: Mapping[str, A
     the domain's own nodes; through an ephemeral model (not a product), what
     it reads."""
     consumes: set[str] = set()
+    producers = own_source_producers(manifest)
     pending, seen = list(node.get("depends_on", {}).get("nodes", [])), set()
     while pending:
         parent = pending.pop()
         if parent in seen:
             continue
         seen.add(parent)
-        if parent.startswith("source."):
+        if parent in producers:  # a source the project's own seed or model fills
+            pending.append(producers[parent])
+        elif parent.startswith("source."):
             source = manifest["sources"][parent]
             if source.get("database") == PORTS_DATABASE:
                 consumes.add(f"{source['source_name']}/{source['name']}")
@@ -189,14 +194,17 @@ def _dbt_tests(
     """The error-severity (``blocking``) or warn-severity dbt tests of a node:
     those Dagster attaches to it as checks (:func:`tested_node`), so that a
     ``relationships`` test belongs to the model it is written on, not to the
-    model it refers to."""
-    return [
+    model it refers to. The node's unit tests are blocking checks too."""
+    names = [
         test["name"]
         for test in manifest["nodes"].values()
         if test["resource_type"] == "test"
         and tested_node(test, manifest) == node["unique_id"]
         and (str(test.get("config", {}).get("severity", "error")).lower() == "error") == blocking
     ]
+    if blocking:
+        names += [u["name"] for u in unit_tests_of(manifest, node["unique_id"])]
+    return list(dict.fromkeys(names))
 
 
 def dbt_spec(

@@ -12,21 +12,32 @@ kinds of facts:
 
 So no fact is written twice by hand. At run time the platform uses the
 declaration's facts and the file's own ones (:func:`effective_contract`).
+
+A dbt yml often leaves out ``data_type`` and lists only some columns; the
+built relation knows them. ``sync`` takes those from the product's current
+published version (its record's column types): the types the yml leaves
+out, and the columns it does not list (marked ``undocumented``). Where no
+version is published, or when ``lint`` compares, the types and undocumented
+columns the file already records are kept, so a contract synced after a
+build does not fail ``lint`` in a checkout that has never built.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from dagmesh import config
 from dagmesh.contracts.model import API_VERSION, Contract
 from dagmesh.errors import DagmeshError
 from dagmesh.product import Domain
-from dagmesh.spec import ProductSpec, domain_specs
+from dagmesh.spec import ColumnSpec, ProductSpec, domain_specs
+from dagmesh.storage import OutputPort
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -51,6 +62,9 @@ GENERATED_PROPERTY_KEYS = (
     "description",
 )
 GENERATED_CUSTOM = ("access", "consumers")
+UNDOCUMENTED = "undocumented"
+"""The custom property marking a column the dbt yml does not list, which
+the contract records from the built relation."""
 
 _LOGICAL = [
     (r"(TINY|SMALL|BIG|HUGE|U?)INT|INTEGER|UBIGINT|USMALLINT|UTINYINT|UINTEGER", "integer"),
@@ -80,11 +94,12 @@ def contract_path(domain: Domain, product: str) -> Path:
     return domain.contracts_dir / f"{product}{SUFFIX}"
 
 
-def _property(spec: ProductSpec, column) -> dict[str, Any]:
+def _property(spec: ProductSpec, column: ColumnSpec, built: Mapping[str, str]) -> dict[str, Any]:
+    kind = column.type or built.get(column.name, "")
     prop: dict[str, Any] = {
         "name": column.name,
-        "logicalType": logical_type(column.type) if column.type else None,
-        "physicalType": column.type.upper() if column.type else None,
+        "logicalType": logical_type(kind) if kind else None,
+        "physicalType": kind.upper() if kind else None,
         "required": column.required,
         "unique": column.unique,
         "primaryKey": column.name in spec.primary_key,
@@ -97,8 +112,59 @@ def _property(spec: ProductSpec, column) -> dict[str, Any]:
     return {k: v for k, v in prop.items() if v is not None}
 
 
-def generated_facts(spec: ProductSpec) -> dict[str, Any]:
-    """What the declaration says, in ODCS fields."""
+def _properties(spec: ProductSpec, built: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The declared columns, typed from ``built`` where the declaration has
+    no type; then (dbt) the built columns the declaration does not list."""
+    props = [_property(spec, c, built) for c in spec.columns]
+    if spec.kind == "dbt":
+        declared = {c.name for c in spec.columns}
+        props += [
+            {
+                **_property(spec, ColumnSpec(name, kind), {}),
+                "customProperties": [{"property": UNDOCUMENTED, "value": True}],
+            }
+            for name, kind in built.items()
+            if name not in declared
+        ]
+    return props
+
+
+def built_columns(spec: ProductSpec, home: Path | None = None) -> dict[str, str] | None:
+    """The column types of a dbt product's current published version (what
+    its build made), or None when it is not a dbt product or has none."""
+    if spec.kind != "dbt":
+        return None
+    port = OutputPort(home or config.mesh_home(), spec.domain, spec.name)
+    try:
+        current = port.current()
+        columns = current.info().get("columns") if current else None
+    except (OSError, ValueError):  # a broken port: lint and the catalog report it
+        return None
+    return {str(k): str(v) for k, v in columns.items()} if isinstance(columns, dict) else None
+
+
+def _recorded_columns(existing: Mapping[str, Any] | None, spec: ProductSpec) -> dict[str, str]:
+    """The types a contract file records for what a dbt declaration leaves
+    out: declared columns without a type, and undocumented columns."""
+    if spec.kind != "dbt" or not existing:
+        return {}
+    untyped = {c.name for c in spec.columns if not c.type}
+    recorded = {}
+    for prop in (existing.get("schema") or [{}])[0].get("properties") or []:
+        if not isinstance(prop, dict) or not prop.get("physicalType"):
+            continue
+        marked = any(
+            isinstance(c, dict) and c.get("property") == UNDOCUMENTED
+            for c in prop.get("customProperties") or []
+        )
+        if prop.get("name") in untyped or marked:
+            recorded[str(prop["name"])] = str(prop["physicalType"])
+    return recorded
+
+
+def generated_facts(spec: ProductSpec, built: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What the declaration says, in ODCS fields; a dbt product's columns
+    completed by ``built`` (column → type of the built relation)."""
     custom = [{"property": "access", "value": spec.access}]
     if spec.consumers:
         custom.append({"property": "consumers", "value": sorted(spec.consumers)})
@@ -116,11 +182,27 @@ def generated_facts(spec: ProductSpec) -> dict[str, Any]:
                 "name": spec.name,
                 "physicalType": "table",
                 "description": spec.description or None,
-                "properties": [_property(spec, c) for c in spec.columns],
+                "properties": _properties(spec, built or {}),
             }
         ],
         "customProperties": custom,
     }
+
+
+def _merged_property(prop: dict[str, Any], old: Mapping[str, Any]) -> dict[str, Any]:
+    """A generated property with the owner's own keys of the old one kept
+    (the ``undocumented`` mark is generated, not kept)."""
+    kept = {k: v for k, v in old.items() if k not in GENERATED_PROPERTY_KEYS}
+    custom = [
+        c
+        for c in kept.pop("customProperties", None) or []
+        if not (isinstance(c, dict) and c.get("property") == UNDOCUMENTED)
+    ]
+    custom += prop.get("customProperties", [])
+    merged = {**{k: v for k, v in prop.items() if k != "customProperties"}, **kept}
+    if custom:
+        merged["customProperties"] = custom
+    return merged
 
 
 def read_file(path: Path) -> dict[str, Any] | None:
@@ -137,11 +219,17 @@ def read_file(path: Path) -> dict[str, Any] | None:
     return document
 
 
-def merge(existing: dict[str, Any] | None, spec: ProductSpec) -> dict[str, Any]:
+def merge(
+    existing: dict[str, Any] | None,
+    spec: ProductSpec,
+    built: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """``existing`` with its generated facts replaced by the declaration's;
-    the owner's facts (version, status, quality, SLAs, other properties) kept."""
+    the owner's facts (version, status, quality, SLAs, other properties) kept.
+    ``built``: the column types of the built relation (:func:`built_columns`);
+    None keeps those the file records."""
     old = dict(existing or {})
-    facts = generated_facts(spec)
+    facts = generated_facts(spec, _recorded_columns(existing, spec) if built is None else built)
     document: dict[str, Any] = {
         "apiVersion": old.get("apiVersion", API_VERSION),
         "kind": "DataContract",
@@ -161,14 +249,7 @@ def merge(existing: dict[str, Any] | None, spec: ProductSpec) -> dict[str, Any]:
         {k: v for k, v in facts["schema"][0].items() if k != "properties" and v is not None}
     )
     table["properties"] = [
-        {
-            **prop,
-            **{
-                k: v
-                for k, v in old_props.get(prop["name"], {}).items()
-                if k not in GENERATED_PROPERTY_KEYS
-            },
-        }
+        _merged_property(prop, old_props.get(prop["name"], {}))
         for prop in facts["schema"][0]["properties"]
     ]
     document["schema"] = [table]
@@ -249,12 +330,14 @@ def dump(document: dict[str, Any], ref: str) -> str:
 
 def sync(domain: Domain) -> list[Path]:
     """Write the generated facts of every product of ``domain`` into its
-    contract file (created when missing). Returns the files that changed."""
+    contract file (created when missing), a dbt product's columns typed and
+    completed from its current published version. Returns the files that
+    changed."""
     changed = []
     for name, spec in domain_specs(domain).items():
         path = contract_path(domain, name)
         existing = read_file(path)
-        text = dump(merge(existing, spec), spec.ref)
+        text = dump(merge(existing, spec, built_columns(spec)), spec.ref)
         if not path.is_file() or path.read_text() != text:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)

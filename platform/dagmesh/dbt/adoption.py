@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from dagmesh.dbt.manifest import PORTS_DATABASE, node_access, product_name
+from dagmesh.dbt.manifest import PORTS_DATABASE, node_access, own_source_producers, product_name
 from dagmesh.dbt.project import IGNORED_DIRS, DbtProjectError, DomainDbtProject
 from dagmesh.product import IDENTIFIER
 
@@ -194,8 +194,8 @@ def _tests(survey: Survey, project: DomainDbtProject) -> None:
     survey.add(
         "unit tests",
         units,
-        "run by `dbt build` before their model (a failing one keeps the model unbuilt); "
-        "not asset checks",
+        "run by `dbt build` before their model, each a blocking asset check of it "
+        "(a failing one keeps the model unbuilt)",
     )
 
 
@@ -245,9 +245,21 @@ def _sources(survey: Survey, project: DomainDbtProject) -> None:
         f"{s['source_name']}.{s['name']}" for s in sources if s.get("database") != PORTS_DATABASE
     ]
     survey.add("port sources", ports, "inputs: other domains' published products, pinned per run")
+    producers = own_source_producers(project.manifest)
+    filled = [
+        f"{s['source_name']}.{s['name']} ({project.manifest['nodes'][producers[uid]]['name']})"
+        for uid, s in project.manifest["sources"].items()
+        if uid in producers and s.get("package_name") == project.name
+    ]
+    survey.add(
+        "sources the project builds itself",
+        sorted(filled),
+        "edges to the seed, model or snapshot that builds each; built first in a run",
+    )
+    filled_names = {f.split(" ")[0] for f in filled}
     survey.add(
         "sources",
-        others,
+        [name for name in others if name not in filled_names],
         "read as they are in the domain's warehouse (shown as assets the domain does not build)",
     )
     fresh = [

@@ -24,6 +24,7 @@ from dagmesh import config
 from dagmesh.assets import check_specs
 from dagmesh.audit import audit_checks
 from dagmesh.contracts.model import Contract
+from dagmesh.dbt.manifest import own_source_producers, product_name, unit_tests_of
 from dagmesh.dbt.project import dbt_project
 from dagmesh.dbt.run import pool_name, run_dbt_products
 from dagmesh.dbt.translator import MeshDbtTranslator
@@ -59,7 +60,12 @@ def dbt_domain_assets(
         or dbt_spec(domain, node, project.manifest, project.project_dir)
         for name, node in project.product_nodes().items()
     }
-    translator = MeshDbtTranslator(domain.name, domain.owner, contracts, specs_by_name)
+    manifest = project.manifest
+    own_sources = {
+        source: product_name(manifest["nodes"][producer])
+        for source, producer in own_source_producers(manifest).items()
+    }
+    translator = MeshDbtTranslator(domain.name, domain.owner, contracts, specs_by_name, own_sources)
     asset_specs, dbt_checks = build_dbt_specs(
         translator=translator,
         manifest=project.manifest,
@@ -78,11 +84,17 @@ def dbt_domain_assets(
             contracts.get(name),
         )
     ]
+    taken = {check.key for check in [*dbt_checks, *contract_checks]}
+    unit_checks = [
+        check
+        for check in unit_test_checks(domain.name, project.product_nodes(), manifest)
+        if check.key not in taken
+    ]
 
     @dg.multi_asset(
         name=f"{domain.name}_dbt",
         specs=asset_specs,
-        check_specs=[*dbt_checks, *contract_checks],
+        check_specs=[*dbt_checks, *unit_checks, *contract_checks],
         can_subset=True,
         op_tags={DAGSTER_DBT_SELECT_METADATA_KEY: DBT_DEFAULT_SELECT},
         pool=pool_name(domain.name),
@@ -97,3 +109,23 @@ def dbt_domain_assets(
             raise dg.Failure(description=str(error)) from None
 
     return _dbt_products
+
+
+def unit_test_checks(
+    domain: str, nodes: Mapping[str, Mapping[str, Any]], manifest: Mapping[str, Any]
+) -> list[dg.AssetCheckSpec]:
+    """Each dbt unit test as a blocking asset check of its model (dagster-dbt
+    0.29 makes none: it reports no unit test result); :mod:`dagmesh.dbt.run`
+    records each one's result from dbt's run results."""
+    return [
+        dg.AssetCheckSpec(
+            unit["name"],
+            asset=dg.AssetKey([domain, name]),
+            blocking=True,
+            description=f"dbt unit test {unit['name']} of {unit.get('model', name)} "
+            f"({unit.get('original_file_path', '?')}): given fixed input rows, the "
+            "model returns the expected rows.",
+        )
+        for name, node in nodes.items()
+        for unit in unit_tests_of(manifest, node["unique_id"])
+    ]

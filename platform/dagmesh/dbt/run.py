@@ -30,6 +30,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 from dagster_dbt import DbtCliResource
+from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
 from dbt import version as dbt_version
 from packaging import version
 
@@ -46,10 +47,14 @@ from dagmesh.config import default_memory_limit
 from dagmesh.contracts.model import Contract
 from dagmesh.dbt.manifest import (
     PORTS_DATABASE,
+    DbtGraphError,
+    build_phases,
     classification,
     is_ephemeral,
+    own_source_producers,
     product_name,
     tested_node,
+    upstream_nodes,
 )
 from dagmesh.dbt.project import DomainDbtProject, dbt_executable, dbt_project
 from dagmesh.grants import Grant, denial, lock
@@ -124,9 +129,13 @@ class PinnedInputs:
     ports: Path
 
 
-def _parents_through_ephemeral(manifest: Mapping[str, Any], uid: str) -> set[str]:
+def _parents_through_ephemeral(
+    manifest: Mapping[str, Any], uid: str, producers: Mapping[str, str] | None = None
+) -> set[str]:
     """What a node reads, an ephemeral model (inlined into it) standing for
-    what that model reads."""
+    what that model reads, and a source the project fills (``producers``)
+    for the node that fills it."""
+    producers = producers or {}
     parents: set[str] = set()
     pending = list(manifest["nodes"][uid].get("depends_on", {}).get("nodes", []))
     while pending:
@@ -137,6 +146,8 @@ def _parents_through_ephemeral(manifest: Mapping[str, Any], uid: str) -> set[str
         node = manifest["nodes"].get(parent)
         if node is not None and is_ephemeral(node):
             pending += node.get("depends_on", {}).get("nodes", [])
+        if parent in producers:
+            pending.append(producers[parent])
     return parents
 
 
@@ -221,6 +232,11 @@ class DbtBuild:
     results: list[dict[str, Any]]
     succeeded: bool
 
+    @cached_property
+    def producers(self) -> dict[str, str]:
+        """Sources the project fills itself → the node filling each."""
+        return own_source_producers(self.manifest)
+
     def failed_blocking_tests(self, unique_id: str) -> list[dict[str, Any]]:
         """Tests of severity ``error`` on ``unique_id`` that failed."""
         failed = {r["unique_id"] for r in self.results if r["status"] in ("fail", "error")}
@@ -279,7 +295,7 @@ class DbtBuild:
     def _why_skipped(self, uid: str) -> str:
         """What failed in this run that ``uid`` needs: its unit tests, the
         nodes it reads (through ephemeral models) and their tests."""
-        needed = _parents_through_ephemeral(self.manifest, uid) | {uid}
+        needed = _parents_through_ephemeral(self.manifest, uid, self.producers) | {uid}
         names = []
         for result in self.results:
             if result["status"] not in ("fail", "error"):
@@ -304,46 +320,198 @@ def _value(metadata_value: Any) -> Any:
 
 
 def _dbt_build(
-    context: dg.AssetExecutionContext, project: DomainDbtProject, state: Path
+    context: dg.AssetExecutionContext,
+    project: DomainDbtProject,
+    state: Path,
+    selected: set[str],
 ) -> Iterator[Any]:
     """Run ``dbt build`` of the selection; yields dagster-dbt's other events
-    and returns the :class:`DbtBuild` (models are published afterwards)."""
-    target = state / "target"
-    target.mkdir(exist_ok=True)
-    (target / "run_results.json").unlink(missing_ok=True)
+    and returns the :class:`DbtBuild` (models are published afterwards).
+
+    When a selected model reads a source that a selected seed, model or
+    snapshot of the project fills, one ``dbt build`` has no order for the
+    two (dbt links a source to nothing): the selection is built in phases
+    (:func:`~dagmesh.dbt.manifest.build_phases`), each an explicit
+    selection of its nodes and their tests, and what needs a node that
+    failed in an earlier phase is skipped as dbt skips it in one build."""
+    manifest = project.manifest
+    build = DbtBuild({}, defaultdict(list), manifest, [], True)
+    try:
+        phases = build_phases(manifest, selected, build.producers)
+    except DbtGraphError as error:
+        raise dg.Failure(
+            description=f"dbt build of domain {project.domain} ({project.name}): {error}"
+        ) from None
     quiet_tools()  # the dbt subprocess inherits it: no version check, no telemetry
     dbt = MeshDbtCli(
         project_dir=str(project.project_dir),
         profiles_dir=str(state),
         dbt_executable=dbt_executable(),
     )
-    invocation = dbt.cli(["build"], context=context, target_path=target, raise_on_error=False)
-    built: dict[dg.AssetKey, dict[str, Any]] = {}
-    checks: dict[dg.AssetKey, list[dg.AssetCheckResult]] = defaultdict(list)
+    if len(phases) <= 1:
+        invocation = _invoke(dbt, project, state, ["build"], context=context)
+        yield from _collect(context, project, invocation, build)
+        return build
+    _, translator, dagster_project = get_manifest_and_translator_from_dbt_assets(
+        [context.assets_def]
+    )
+    for index, nodes in enumerate(phases):
+        runnable = _runnable(build, nodes)
+        # What cannot run leaves the phase (and its tests) before selecting.
+        phases[index] = runnable
+        if runnable:
+            args = ["build", "--indirect-selection", "empty", "--select"]
+            args.append(" ".join(_phase_selection(manifest, build.producers, phases, index)))
+            context.log.info(
+                f"dbt build phase {index + 1}/{len(phases)} (sources the project fills "
+                f"itself are built first): {len(runnable)} nodes"
+            )
+            invocation = _invoke(
+                dbt, project, state, args, manifest=manifest, dagster_dbt_translator=translator
+            )
+            # Without a context dagster-dbt knows no DbtProject, which the
+            # translator's code references need to name each node's file.
+            invocation.project = dagster_project
+            yield from _collect(context, project, invocation, build)
+        build.results += [
+            {"unique_id": uid, "status": "skipped", "message": None}
+            for uid in nodes
+            if uid not in runnable
+        ]
+    return build
+
+
+def _runnable(build: DbtBuild, nodes: list[str]) -> list[str]:
+    """The nodes of a phase that need nothing that failed, errored or was
+    skipped in an earlier phase (a failed test failing what it tests)."""
+    bad: set[str] = set()
+    for result in build.results:
+        if result["status"] in ("error", "fail", "skipped"):
+            bad.add(result["unique_id"])
+            node = build.manifest["nodes"].get(result["unique_id"])
+            if node is not None and node["resource_type"] == "test":
+                bad.update(node.get("depends_on", {}).get("nodes", []))
+    return [
+        uid
+        for uid in nodes
+        if not (upstream_nodes(build.manifest, uid, build.producers) | {uid}) & bad
+    ]
+
+
+def _phase_selection(
+    manifest: Mapping[str, Any], producers: Mapping[str, str], phases: list[list[str]], index: int
+) -> list[str]:
+    """dbt selectors (``fqn:`` and resource type) of phase ``index``'s nodes, their unit
+    tests, and each test whose last selected parent is built in this phase
+    (as dbt's eager selection runs it once its parents are built)."""
+    here = set(phases[index])
+    phase_of = {uid: i for i, nodes in enumerate(phases) for uid in nodes}
+    chosen = set(here)
+    for uid, test in manifest["nodes"].items():
+        if test["resource_type"] != "test":
+            continue
+        parents = {producers.get(p, p) for p in test.get("depends_on", {}).get("nodes", [])}
+        levels = [phase_of[p] for p in parents if p in phase_of]
+        if levels and max(levels) == index and parents & here:
+            chosen.add(uid)
+    chosen |= {
+        uid
+        for uid, unit in manifest.get("unit_tests", {}).items()
+        if set(unit.get("depends_on", {}).get("nodes", [])) & here
+    }
+    resources = {**manifest["nodes"], **manifest.get("unit_tests", {})}
+    # fqn: matches by prefix (a folder named like a seed): each selector is
+    # intersected with its resource type.
+    return sorted(
+        f"fqn:{'.'.join(resources[uid]['fqn'])},resource_type:{resources[uid]['resource_type']}"
+        for uid in chosen
+    )
+
+
+def _record_unit_tests(context: dg.AssetExecutionContext, domain: str, build: DbtBuild) -> None:
+    """Each dbt unit test that ran as the result of its asset check (see
+    :func:`dagmesh.dbt.assets.unit_test_checks`): dagster-dbt reports none."""
+    units = build.manifest.get("unit_tests", {})
+    for result in build.results:
+        unit = units.get(result["unique_id"])
+        models = (unit or {}).get("depends_on", {}).get("nodes", [])
+        model = build.manifest["nodes"].get(models[0]) if models else None
+        if model is None:
+            continue
+        key = dg.AssetCheckKey(dg.AssetKey([domain, product_name(model)]), unit["name"])
+        if key not in context.selected_asset_check_keys:
+            continue
+        metadata = {"status": result["status"], "file": unit.get("original_file_path", "")}
+        if result["status"] in ("fail", "error"):
+            metadata["dbt_message"] = _dbt_message(result)
+        build.checks[key.asset_key].append(
+            dg.AssetCheckResult(
+                asset_key=key.asset_key,
+                check_name=key.name,
+                passed=result["status"] == "pass",
+                metadata=metadata,
+            )
+        )
+
+
+def _check_result(evaluation: dg.AssetCheckEvaluation) -> dg.AssetCheckResult:
+    """A dbt test's evaluation (from an invocation without context) as the
+    step's check result."""
+    return dg.AssetCheckResult(
+        asset_key=evaluation.asset_key,
+        check_name=evaluation.check_name,
+        passed=evaluation.passed,
+        severity=evaluation.severity,
+        metadata=dict(evaluation.metadata),
+    )
+
+
+def _invoke(
+    dbt: MeshDbtCli, project: DomainDbtProject, state: Path, args: list[str], **kwargs: Any
+) -> Any:
+    """Start one dbt invocation writing its artifacts to the run's target folder."""
+    target = state / "target"
+    target.mkdir(exist_ok=True)
+    (target / "run_results.json").unlink(missing_ok=True)
+    return dbt.cli(args, target_path=target, raise_on_error=False, **kwargs)
+
+
+def _collect(
+    context: dg.AssetExecutionContext,
+    project: DomainDbtProject,
+    invocation: Any,
+    build: DbtBuild,
+) -> Iterator[Any]:
+    """Stream one dbt invocation into ``build``: built models, test results
+    as the asset checks the step was asked for; other events are yielded.
+    An invocation without context (a phase) reports materializations and
+    check evaluations, taken here as the step's outputs and check results."""
+    selected_checks = context.selected_asset_check_keys
     # dagster-dbt re-prints dbt's log lines, which quote the values a model
     # failed on, into the compute log: they pass through redaction first.
     with redacted_stdout():
         for event in invocation.stream():
             if isinstance(event, dg.Output):
-                built[context.asset_key_for_output(event.output_name)] = dict(event.metadata)
+                build.built[context.asset_key_for_output(event.output_name)] = dict(event.metadata)
+            elif isinstance(event, dg.AssetMaterialization):
+                build.built[event.asset_key] = dict(event.metadata)
             elif isinstance(event, dg.AssetCheckResult):
-                checks[event.asset_key].append(event)
+                build.checks[event.asset_key].append(event)
+            elif isinstance(event, dg.AssetCheckEvaluation):
+                if event.asset_check_key in selected_checks:
+                    build.checks[event.asset_key].append(_check_result(event))
             else:
                 yield event
-    if not (target / "run_results.json").exists():
+    if not (Path(invocation.target_path) / "run_results.json").exists():
         # dbt stopped before running anything (profile, connection, compilation).
         raise dg.Failure(
             description=f"dbt build of domain {project.domain} ({project.name}) failed before "
             f"running any model; nothing was published.\n"
             f"{redact(str(invocation.get_error() or ''), lines=6)}"
         )
-    return DbtBuild(
-        built,
-        checks,
-        invocation.get_artifact("manifest.json"),
-        invocation.get_artifact("run_results.json")["results"],
-        invocation.is_successful(),
-    )
+    build.manifest = invocation.get_artifact("manifest.json")
+    build.results += invocation.get_artifact("run_results.json")["results"]
+    build.succeeded = build.succeeded and invocation.is_successful()
 
 
 def run_dbt_products(
@@ -370,8 +538,9 @@ def run_dbt_products(
     project.database_path(home).parent.mkdir(parents=True, exist_ok=True)
     try:
         started = time.perf_counter()
-        build = yield from _dbt_build(context, project, state)
+        build = yield from _dbt_build(context, project, state, selected)
         context.log.info(f"dbt build of {project.name}: {time.perf_counter() - started:.1f}s")
+        _record_unit_tests(context, project.domain, build)
 
         problems = yield from _publish_built(
             context, domain, build, contracts, mesh, pinned, memory_limit, state

@@ -31,7 +31,11 @@ class MeshDbtTranslator(DagsterDbtTranslator):
     - sources in the ``ports`` database: the producer's key
       ``[source name, table]`` (``sales.orders`` → ``["sales", "orders"]``),
       so the dependency is an edge across code locations;
-    - other sources: ``[domain, source, table]``, or ``meta.dagster.asset_key``.
+    - other sources: ``[domain, source, table]``, or ``meta.dagster.asset_key``;
+      but reading a source whose relation a model, seed or snapshot of the
+      project builds (``own_sources``: source unique_id → product name) is
+      an edge to that product, and no source asset (dagster-dbt refuses a
+      source key equal to a model's, so the dep is rewritten instead).
 
     Source metadata on deps is off: with several dbt projects in one
     workspace, dagster-dbt 0.29 fails to load when two projects describe one
@@ -44,6 +48,7 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         owner: str,
         contracts: Mapping[str, Contract | None] | None = None,
         specs: Mapping[str, ProductSpec] | None = None,
+        own_sources: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
             settings=DagsterDbtTranslatorSettings(
@@ -54,6 +59,7 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         self.owner = owner
         self.contracts = dict(contracts or {})
         self.specs = dict(specs or {})
+        self.own_sources = dict(own_sources or {})
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         props = dbt_resource_props
@@ -113,6 +119,7 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         spec = super().get_asset_spec(manifest, unique_id, project)
         if unique_id.startswith("source."):
             return spec
+        spec = self._own_sources_as_products(manifest, spec)
         consumes = sorted("/".join(dep.asset_key.path) for dep in spec.deps)
         props = self.get_resource_props(manifest, unique_id)
         name = product_name(props)
@@ -126,3 +133,23 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         return spec.merge_attributes(
             kinds={"parquet"}, metadata={**metadata, **contract_metadata(contract)}
         )
+
+    def _own_sources_as_products(
+        self, manifest: Mapping[str, Any], spec: dg.AssetSpec
+    ) -> dg.AssetSpec:
+        """``spec`` with each dep on a source the project fills itself
+        replaced by a dep on the product that fills it."""
+        if not self.own_sources:
+            return spec
+        producer_of = {
+            self.get_asset_key(manifest["sources"][uid]): dg.AssetKey([self.domain, name])
+            for uid, name in self.own_sources.items()
+        }
+        if not any(dep.asset_key in producer_of for dep in spec.deps):
+            return spec
+        deps: dict[dg.AssetKey, dg.AssetDep] = {}
+        for dep in spec.deps:
+            key = producer_of.get(dep.asset_key, dep.asset_key)
+            if key not in deps and key != spec.key:
+                deps[key] = dg.AssetDep(key, partition_mapping=dep.partition_mapping)
+        return spec.replace_attributes(deps=list(deps.values()))
