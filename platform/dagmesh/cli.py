@@ -157,9 +157,8 @@ def materialize(
             terminal.print(f"[red]error:[/] {escape(str(error))}")
             raise typer.Exit(2) from None
         terminal.print(
-            f"submitted materialization {materialization} (the Dagster run of "
-            f"mesh/materialize_products; its domains' runs are tagged "
-            f"dagmesh/materialization={materialization})"
+            f"submitted materialization {materialization} (a run of mesh/materialize_products; "
+            f"its runs per domain are tagged dagmesh/materialization={materialization} )"
         )
         outcome = _follow_materialization(materialization, terminal)
     _report_outcome(outcome, log)
