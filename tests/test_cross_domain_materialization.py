@@ -295,19 +295,29 @@ def test_the_ui_refuses_unknown_and_broken_products_naming_them(
         assert not _domain_runs(instance, materialization)
 
 
-def test_a_killed_cli_leaves_the_materialization_running(project: dict, instance):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_a_killed_or_interrupted_cli_leaves_the_materialization_running(
+    project: dict, instance, sig
+):
     before = _versions(project)
     process = subprocess.Popen(
         [str(BIN / "dagmesh"), "materialize", "beta/weeks", "--with-upstream"],
         cwd=project["root"],
         env=project["env"],
+        stdin=subprocess.DEVNULL,  # no terminal to ask whether to cancel
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     materialization = _submitted(process)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        # Without a terminal it is left running, and the CLI says how to cancel it.
+        assert process.returncode == 130, stdout + stderr
+        said = " ".join((stdout + stderr).split())
+        assert f"materialization {materialization} goes on without this command" in said
+        assert f"dagmesh cancel {materialization}" in said
 
     run = _wait(
         lambda: (r := instance.get_run_by_id(materialization)) and r.is_finished and r,
@@ -388,6 +398,10 @@ def test_bad_requests_on_the_command_line_are_named(project: dict):
     assert broken.returncode == 2, _flat(broken)
     assert "code location gamma failed to load" in _flat(broken)
     assert "gamma is broken" in _flat(broken)
+    taken = _dagmesh(project["env"], "new", "domain", "mesh")
+    assert taken.returncode != 0
+    assert "'mesh' is the platform's own code location" in _flat(taken)
+    assert not (project["root"] / "domains" / "mesh").exists()
     missing = _dagmesh(project["env"], "cancel", "no-such-materialization")
     assert missing.returncode == 2
     assert "no cross-domain materialization 'no-such-materialization'" in _flat(missing)
@@ -408,3 +422,54 @@ def test_a_queued_instance_without_a_daemon_is_refused_before_submitting(
     assert "no dagster-daemon is running" in _flat(result)
     with DagsterInstance.from_config(str(tmp_path / "dagster")) as queued:
         assert not queued.get_runs(), "nothing was submitted"
+
+
+def test_an_operator_launches_it_from_the_launchpad_in_chromium(
+    project: dict, webserver: str, instance: DagsterInstance
+):
+    """Chromium, as an operator: the mesh location's job, its launchpad, the
+    config, Launch Run; the run's page is the record of the materialization."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_ui import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+
+    before = _versions(project)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    launchpad = f"{webserver}/locations/__repository__@mesh/jobs/materialize_products/playground"
+    config = (
+        "ops: {materialize_across_domains: {config: {products: [beta/weeks], with_upstream: true}}}"
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.add_locator_handler(
+            page.get_by_role("button", name="Skip"), lambda button: button.click()
+        )
+        page.goto(launchpad, wait_until="networkidle", timeout=120_000)
+        editor = page.locator(".CodeMirror").first
+        editor.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.insert_text(config)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(ARTIFACTS / "cross-domain-launchpad.png"), full_page=True)
+        page.get_by_role("button", name="Launch Run").click()
+        page.wait_for_url("**/runs/**", timeout=60_000)
+        materialization = page.url.rstrip("/").split("/runs/")[1].split("?")[0]
+        run = _wait(
+            lambda: (r := instance.get_run_by_id(materialization)) and r.is_finished and r,
+            180,
+            "the materialization",
+        )
+        page.reload(wait_until="networkidle")
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(ARTIFACTS / "cross-domain-materialization.png"), full_page=True)
+        text = page.inner_text("body")
+        browser.close()
+    assert run.status == DagsterRunStatus.SUCCESS
+    assert "materialize_products" in text
+    runs = _domain_runs(instance, materialization)
+    assert [r.tags["dagster/code_location"] for r in runs] == ["alpha", "beta"]
+    # Its log names each domain's run.
+    assert all(f"launched run {r.run_id}" in text for r in runs), text[-2000:]
+    after = _versions(project)
+    assert all(after[ref] != before[ref] for ref in PRODUCTS), (before, after)
