@@ -134,8 +134,11 @@ def _flat(result: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture
 def instance(project: dict, monkeypatch) -> Iterator[DagsterInstance]:
+    from dagmesh.instance import ensure_dagster_home
+
     for key in ("DAGMESH_PROJECT", "DAGMESH_HOME", "DAGSTER_HOME"):
         monkeypatch.setenv(key, project["env"][key])
+    ensure_dagster_home()
     with DagsterInstance.get() as dagster:
         yield dagster
 
@@ -311,7 +314,9 @@ def test_a_killed_or_interrupted_cli_leaves_the_materialization_running(
     )
     materialization = _submitted(process)
     process.send_signal(sig)
-    stdout, stderr = process.communicate(timeout=60)
+    process.wait(timeout=60)
+    # Through the same buffered pipes _submitted read from (not communicate()).
+    stdout, stderr = process.stdout.read(), process.stderr.read()
     if sig == signal.SIGINT:
         # Without a terminal it is left running, and the CLI says how to cancel it.
         assert process.returncode == 130, stdout + stderr
@@ -356,7 +361,8 @@ def test_cancelling_stops_the_runs_and_keeps_the_last_good_versions(project: dic
         )
         cancelled = _ok(_dagmesh(project["env"], "cancel", materialization, timeout=120))
         assert f"cancelled materialization {materialization}" in _flat(cancelled)
-        stdout, stderr = process.communicate(timeout=120)
+        process.wait(timeout=120)
+        stdout, stderr = process.stdout.read(), process.stderr.read()
     finally:
         flag.unlink(missing_ok=True)
     # The CLI that followed it says so and exits non-zero.

@@ -140,7 +140,8 @@ def materialize(
     """Materialize products across domains, in dependency order, as Dagster runs.
 
     Submits a cross-domain materialization (a run of mesh/materialize_products,
-    as the UI's launchpad does) and follows it; it goes on if this command ends."""
+    as the UI's launchpad does) and follows it; it goes on if this command
+    ends. Ctrl-C asks whether to cancel it (with no terminal: leaves it running)."""
     from dagmesh.materializations import submit_detached
     from dagmesh.runner import MaterializeError
 
@@ -151,22 +152,33 @@ def materialize(
         raise typer.BadParameter("give either --all or product names, not both")
     log = config.mesh_home() / "logs" / f"materialize-{time.strftime('%Y%m%dT%H%M%S')}.log"
     with _children_output_to(log) as terminal:
+        # A Ctrl-C while submitting waits for the id (so that it can be
+        # reported); a handler, not SIG_IGN, which the helper would inherit.
+        interrupted: list[int] = []
+        previous = signal.signal(signal.SIGINT, lambda number, _: interrupted.append(number))
         try:
             materialization = submit_detached(products, with_upstream, all_products)
         except (MaterializeError, config.SettingError) as error:
             terminal.print(f"[red]error:[/] {escape(str(error))}")
             raise typer.Exit(2) from None
-        terminal.print(
-            f"submitted materialization {materialization} (a run of mesh/materialize_products; "
-            f"its runs per domain are tagged dagmesh/materialization={materialization} )"
-        )
-        outcome = _follow_materialization(materialization, terminal)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        try:
+            terminal.print(
+                f"submitted materialization {materialization} (a run of "
+                "mesh/materialize_products; its runs per domain are tagged "
+                f"dagmesh/materialization={materialization} )"
+            )
+            if interrupted:
+                raise KeyboardInterrupt
+            outcome = _follow_materialization(materialization, terminal)
+        except KeyboardInterrupt:
+            _interrupted(materialization, terminal)
     _report_outcome(outcome, log)
 
 
 def _follow_materialization(materialization: str, terminal: Console) -> Outcome:
-    """Follow a submitted materialization with a progress bar; on Ctrl-C ask
-    whether to cancel it (without a terminal to ask: leave it running)."""
+    """Follow a submitted materialization with a progress bar."""
     from dagmesh.materializations import Snapshot, follow
     from dagmesh.runner import MaterializeError
 
@@ -192,10 +204,6 @@ def _follow_materialization(materialization: str, terminal: Console) -> Outcome:
             progress.stop()
             terminal.print(f"[red]error:[/] {escape(str(error))}")
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            progress.stop()
-            _interrupted(materialization, terminal)
-            raise  # _interrupted always exits
 
 
 def _interrupted(materialization: str, terminal: Console) -> NoReturn:
