@@ -247,8 +247,10 @@ def test_sigkilled_dbt_worker_frees_the_pool_and_the_waiting_run_proceeds(materi
 
 
 def test_materialize_after_a_sigkilled_cli_run_frees_the_pool_and_says_so(materialized, mesh_home):
-    """The whole `dagmesh materialize` (CLI, code server, run worker, dbt) is
-    killed: nobody is left to end the run, which stays STARTED holding the slot."""
+    """The whole `dagmesh materialize` (CLI, and the materialization's run
+    worker with its code servers, run workers and dbt: the CLI alone going
+    away no longer stops anything) is killed: nobody is left to end the run,
+    which stays STARTED holding the slot."""
     dagmesh = str(Path(sys.executable).with_name("dagmesh"))
     refs = ["finance/delay_costs", "finance/weekly_delay_impact"]
     cli = subprocess.Popen(
@@ -260,6 +262,8 @@ def test_materialize_after_a_sigkilled_cli_run_frees_the_pool_and_says_so(materi
     with DagsterInstance.get() as instance:
         try:
             killed = _claimant(instance)
+            materialization = instance.get_run_by_id(killed).tags["dagmesh/materialization"]
+            _kill_tree(run_worker(instance, materialization)[0])
             _kill_tree(cli.pid)
         finally:
             cli.kill()
@@ -274,8 +278,10 @@ def test_materialize_after_a_sigkilled_cli_run_frees_the_pool_and_says_so(materi
         outcome = materialize(refs, timeout=300, on_notice=notices.append)
 
         assert outcome.success, [f.message for f in outcome.failures]
-        assert [d.run_id for d in outcome.dead_runs] == [killed]
-        assert outcome.dead_runs[0].pools == (FINANCE_POOL,)
+        # The materialization's own run died too (it holds no pool).
+        dead = {d.run_id: d for d in outcome.dead_runs}
+        assert set(dead) == {killed, materialization}
+        assert dead[killed].pools == (FINANCE_POOL,)
         assert any(killed in n and f"pid {worker[0]}" in n and FINANCE_POOL in n for n in notices)
         assert instance.get_run_by_id(killed).status == DagsterRunStatus.FAILURE
         assert not _claimed(instance, FINANCE_POOL) - {None}

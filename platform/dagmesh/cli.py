@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,6 +24,7 @@ from dagmesh.privacy import owner_only
 if TYPE_CHECKING:  # the commands import what they use when they run: a fast start
     from dagmesh.dbt.adoption import Survey
     from dagmesh.governance import Violation
+    from dagmesh.runner import Outcome
 
 app = typer.Typer(help="dagmesh: a data mesh on Dagster.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -136,42 +137,99 @@ def materialize(
         bool, typer.Option("--with-upstream", help="Also what they need, in other domains too")
     ] = False,
 ) -> None:
-    """Materialize products across domains, in dependency order, as Dagster runs."""
+    """Materialize products across domains, in dependency order, as Dagster runs.
+
+    Submits a cross-domain materialization (a run of mesh/materialize_products,
+    as the UI's launchpad does) and follows it; it goes on if this command
+    ends. Ctrl-C asks whether to cancel it (with no terminal: leaves it running)."""
+    from dagmesh.materializations import submit_detached
     from dagmesh.runner import MaterializeError
-    from dagmesh.runner import materialize as run_materialization
 
     products = products or []
     if not products and not all_products:
         raise typer.BadParameter("name products (DOMAIN/PRODUCT) or pass --all")
     if products and all_products:
         raise typer.BadParameter("give either --all or product names, not both")
-    reported: set[str] = set()
     log = config.mesh_home() / "logs" / f"materialize-{time.strftime('%Y%m%dT%H%M%S')}.log"
-    with _children_output_to(log) as terminal, _progress(terminal) as progress:
-        task = progress.add_task("loading the workspace", total=None)
-
-        def report(done: list[str], failed: list[str], total: int) -> None:
-            for ref in sorted(set(done) - reported):
-                progress.console.print(f"[green]✓[/] {ref}")
-            for ref in sorted(set(failed) - reported):
-                progress.console.print(f"[red]✗[/] {ref}")
-            reported.update(done, failed)
-            progress.update(
-                task, total=total, completed=len(done) + len(failed), description="materializing"
+    with _children_output_to(log) as terminal:
+        # A Ctrl-C while submitting waits for the id (so that it can be
+        # reported); a handler, not SIG_IGN, which the helper would inherit.
+        interrupted: list[int] = []
+        previous = signal.signal(signal.SIGINT, lambda number, _: interrupted.append(number))
+        try:
+            materialization = submit_detached(products, with_upstream, all_products)
+        except (MaterializeError, config.SettingError) as error:
+            terminal.print(f"[red]error:[/] {escape(str(error))}")
+            raise typer.Exit(2) from None
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        try:
+            terminal.print(
+                f"submitted materialization {materialization} (a run of "
+                "mesh/materialize_products; its runs per domain are tagged "
+                f"dagmesh/materialization={materialization} )"
             )
+            if interrupted:
+                raise KeyboardInterrupt
+            outcome = _follow_materialization(materialization, terminal)
+        except KeyboardInterrupt:
+            _interrupted(materialization, terminal)
+    _report_outcome(outcome, log)
+
+
+def _follow_materialization(materialization: str, terminal: Console) -> Outcome:
+    """Follow a submitted materialization with a progress bar."""
+    from dagmesh.materializations import Snapshot, follow
+    from dagmesh.runner import MaterializeError
+
+    reported: set[str] = set()
+    with _progress(terminal) as progress:
+        task = progress.add_task("waiting for the materialization to start", total=None)
+
+        def report(state: Snapshot) -> None:
+            for ref in sorted(state.materialized - reported):
+                progress.console.print(f"[green]✓[/] {ref}")
+            for ref in sorted(state.failed - reported):
+                progress.console.print(f"[red]✗[/] {ref}")
+            reported.update(state.materialized, state.failed)
+            if state.selected is not None:
+                done = len(state.materialized | state.failed)
+                progress.update(
+                    task, total=len(state.selected), completed=done, description="materializing"
+                )
 
         try:
-            outcome = run_materialization(
-                products,
-                with_upstream=with_upstream,
-                on_progress=report,
-                on_notice=lambda text: progress.console.print(f"[yellow]![/] {escape(text)}"),
-            )
-        except (MaterializeError, config.SettingError) as error:
-            outcome = error
-    if isinstance(outcome, MaterializeError | config.SettingError):
-        console.print(f"[red]error:[/] {escape(str(outcome))}")
-        raise typer.Exit(2)
+            return follow(materialization, on_progress=report)
+        except MaterializeError as error:
+            progress.stop()
+            terminal.print(f"[red]error:[/] {escape(str(error))}")
+            raise typer.Exit(2) from None
+
+
+def _interrupted(materialization: str, terminal: Console) -> NoReturn:
+    """Ctrl-C while following: cancel, or leave it running (exit 130)."""
+    from dagmesh.materializations import cancel
+
+    how = f"`dagmesh cancel {materialization}` or Terminate on its run in the Dagster UI"
+    from rich.prompt import Confirm
+
+    if sys.stdin.isatty() and Confirm.ask(
+        f"Cancel materialization {materialization} (and its runs)?",
+        console=terminal,
+        default=False,
+    ):
+        cancelled = cancel(materialization)
+        terminal.print(f"[yellow]cancelled {materialization}[/] ({len(cancelled)} runs)")
+        raise typer.Exit(1)
+    terminal.print(
+        f"[yellow]materialization {materialization} goes on without this command[/]; "
+        f"to cancel it: {how}"
+    )
+    raise typer.Exit(130)
+
+
+def _report_outcome(outcome: Outcome, log: Path) -> None:
+    """Print what a finished materialization did; exit 1 unless it all worked."""
     console.print(
         f"{len(outcome.run_ids)} Dagster runs, tagged "
         f"dagmesh/materialization={outcome.materialization_id} (their logs: the Dagster UI "
@@ -180,6 +238,8 @@ def materialize(
     if outcome.success:
         console.print(f"[green]materialized {len(outcome.materialized)} products[/]")
         return
+    if outcome.cancelled is not None:
+        console.print(f"[yellow]cancelled[/] ({len(outcome.cancelled)} runs cancelled)")
     for location, error in outcome.load_errors.items():
         console.print(f"[red]FAILED to load[/] code location {location}:\n{escape(str(error))}")
     for failure in outcome.failures:
@@ -189,6 +249,25 @@ def materialize(
     if outcome.not_run:
         console.print(f"[yellow]not run (upstream failed):[/] {', '.join(outcome.not_run)}")
     raise typer.Exit(1)
+
+
+@app.command()
+def cancel(
+    materialization: Annotated[str, typer.Argument(help="The materialization's id (its run id)")],
+) -> None:
+    """Cancel a cross-domain materialization and the runs it launched."""
+    from dagmesh.materializations import cancel as cancel_materialization
+    from dagmesh.runner import MaterializeError
+
+    try:
+        cancelled = cancel_materialization(materialization)
+    except MaterializeError as error:
+        console.print(f"[red]error:[/] {escape(str(error))}")
+        raise typer.Exit(2) from None
+    if not cancelled:
+        console.print(f"materialization {materialization} had already finished")
+        return
+    console.print(f"cancelled materialization {materialization} ({len(cancelled)} runs)")
 
 
 new_app = typer.Typer(help="Create domains and products.", no_args_is_help=True)
@@ -538,8 +617,11 @@ def dev(
         console.print("[yellow]the mesh did not fully materialize; the UI shows why[/]")
     quiet_tools()
     ensure_dagster_home()
+    from dagmesh.workspace import mesh_workspace_file
+
     workspace = str(config.run_workspace_file())
-    command = ["dagster", "dev", "-w", workspace, "-h", host, "-p", str(port)]
+    command = ["dagster", "dev", "-w", workspace, "-w", str(mesh_workspace_file())]
+    command += ["-h", host, "-p", str(port)]
     console.print(f"serving the Dagster UI on http://{host}:{port} ({' '.join(command)})")
     dagster = Path(sys.executable).with_name("dagster")
     # A shell starts background jobs with SIGINT ignored, and an ignored
@@ -553,8 +635,11 @@ def dev(
 def daemon() -> None:
     """Run the Dagster daemon of the selected profile's instance (it starts
     queued runs, schedules and sensors); one per instance."""
+    from dagmesh.workspace import mesh_workspace_file
+
     _prepare_instance()
     command = ["dagster-daemon", "run", "-w", str(config.run_workspace_file())]
+    command += ["-w", str(mesh_workspace_file())]
     console.print(f"running the Dagster daemon ({' '.join(command)})")
     _exec(command)
 

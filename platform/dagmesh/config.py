@@ -20,6 +20,13 @@ from typing import Any
 from dagmesh.errors import DagmeshError
 
 WORKSPACE_FILE = "workspace.yaml"
+# The platform's own code location (cross-domain materializations): no
+# domain may take its name.
+MESH_LOCATION = "mesh"
+# How many cross-domain materializations the run queue lets run at once; the
+# queue's global cap is raised by as many so they never hold the slots their
+# domains' runs need.
+MESH_RUN_LIMIT = 2
 
 
 class SettingError(DagmeshError, ValueError):

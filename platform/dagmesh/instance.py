@@ -99,11 +99,21 @@ def _queue(profile: config.Profile) -> dict[str, Any]:
     added later gets the highest until this file is written again).
     """
     queue: dict[str, Any] = {}
-    if profile.max_concurrent_runs:
-        queue["max_concurrent_runs"] = profile.max_concurrent_runs
     default = profile.domain_run_limit
     overrides = profile.domain_run_limits
+    # A cross-domain materialization is a run (location `mesh`) that waits
+    # for its domains' runs: the cap has room for every one that may run at
+    # once (their own rule below), so they can never hold all the slots.
+    # (The rule for all domains applies to `mesh` too, when there is one.)
+    mesh_limit = config.MESH_RUN_LIMIT
+    if default is not None:
+        mesh_limit = min(mesh_limit, max([default, *overrides.values()]))
+    if profile.max_concurrent_runs:
+        queue["max_concurrent_runs"] = profile.max_concurrent_runs + mesh_limit
+    mesh_rule = {"key": DOMAIN_RUN_TAG, "value": config.MESH_LOCATION, "limit": mesh_limit}
     if default is None and not overrides:
+        if profile.max_concurrent_runs:
+            queue["tag_concurrency_limits"] = [mesh_rule]
         return queue
     rules = []
     if default is not None:
@@ -120,7 +130,7 @@ def _queue(profile: config.Profile) -> dict[str, Any]:
     rules += [
         {"key": DOMAIN_RUN_TAG, "value": d, "limit": overrides.get(d, default)} for d in domains
     ]
-    queue["tag_concurrency_limits"] = rules
+    queue["tag_concurrency_limits"] = [*rules, mesh_rule]
     return queue
 
 

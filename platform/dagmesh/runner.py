@@ -93,12 +93,15 @@ class Outcome:
     run_ids: list[str] = field(default_factory=list)
     load_errors: dict[str, str] = field(default_factory=dict)
     dead_runs: list[DeadRun] = field(default_factory=list)
+    # Set when the materialization was cancelled: the runs it cancelled.
+    cancelled: list[str] | None = None
 
     @property
     def success(self) -> bool:
         """Every selected product was materialized and every domain loaded."""
         return (
-            not self.failures
+            self.cancelled is None
+            and not self.failures
             and not self.not_run
             and not self.load_errors
             and set(self.materialized) >= set(self.selected)
@@ -380,6 +383,11 @@ def materialize(
     timeout: float | None = None,
     max_runs: int | None = None,
     on_notice: Callable[[str], None] | None = None,
+    *,
+    materialization_id: str | None = None,
+    on_launch: Callable[[str, str, list[str]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_selected: Callable[[list[str]], None] | None = None,
 ) -> Outcome:
     """Materialize products (all of them when ``refs`` is empty) across the
     domains' code locations: one run per domain, once what it needs from
@@ -393,6 +401,12 @@ def materialize(
     ``on_notice`` and kept in ``Outcome.dead_runs``. At most ``max_runs`` runs go at once (default
     ``DAGMESH_MAX_RUNS`` or the number of cores): each step's DuckDB already
     uses every core, and more runs than cores only slow the critical path.
+    ``materialization_id`` (default: a new one) tags every run it launches
+    (``dagmesh/materialization``); ``on_launch(run_id, domain, products)``
+    hears of each launch. When ``should_stop()`` answers True (checked every
+    poll), nothing more is launched, the runs in progress are cancelled
+    through the run coordinator and the Outcome says ``cancelled``.
+    ``on_selected(products)`` hears what the selection resolved to.
     Returns the :class:`Outcome`; raises MaterializeError when the selection
     or the workspace is wrong.
     """
@@ -417,18 +431,27 @@ def materialize(
         )
         step_of = step_keys(graph, keys)
         reach = downstream_counts(progress.parents)
-        outcome = Outcome(uuid.uuid4().hex[:12], [product_ref(k) for k in keys])
+        outcome = Outcome(
+            materialization_id or uuid.uuid4().hex[:12], [product_ref(k) for k in keys]
+        )
         tags = {MATERIALIZATION_TAG: outcome.materialization_id}
         if not refs:
             outcome.load_errors = load_errors(context)
+        if on_selected:
+            on_selected(outcome.selected)
         deadline = time.monotonic() + timeout if timeout else None
         sweeper = _Sweeper(outcome, on_notice, finished=progress.finished)
         while True:
             sweeper.sweep(instance)
+            if should_stop and should_stop():
+                outcome.cancelled = cancel_runs(instance, list(progress.running))
+                break
             for group in progress.ready_groups(reach)[: max(0, max_runs - len(progress.running))]:
                 run_id = launch_run(context, group, tags)
                 progress.running[run_id] = set(group)
                 outcome.run_ids.append(run_id)
+                if on_launch:
+                    on_launch(run_id, progress.location[group[0]], [product_ref(k) for k in group])
             if not progress.running:
                 break
             time.sleep(POLL_SECONDS)
@@ -437,6 +460,28 @@ def materialize(
             if deadline and time.monotonic() > deadline:
                 raise MaterializeError(f"materialization {outcome.materialization_id} timed out")
         return _finished(outcome, keys, progress.done)
+
+
+def cancel_runs(instance: DagsterInstance, run_ids: Iterable[str]) -> list[str]:
+    """Cancel the runs among ``run_ids`` still in progress through the
+    instance's run coordinator (a queued run is dequeued and never starts; a
+    started one is terminated by its launcher); return those it cancelled.
+
+    A run its launcher cannot reach (its code server is gone) is marked
+    CANCELING, which run monitoring turns into CANCELED."""
+    cancelled = []
+    for run_id in run_ids:
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            continue
+        try:
+            reached = instance.run_coordinator.cancel_run(run_id)
+        except Exception:  # an unreachable code server: fall back to the record
+            reached = False
+        if not reached and not instance.get_run_by_id(run_id).is_finished:
+            instance.report_run_canceling(instance.get_run_by_id(run_id))
+        cancelled.append(run_id)
+    return cancelled
 
 
 @contextmanager

@@ -300,6 +300,11 @@ STARTER_RULES = [
 
 
 def _new_name(name: str, what: str) -> str:
+    if what == "domain" and name == config.MESH_LOCATION:
+        raise ScaffoldError(
+            f"{name!r} is the platform's own code location (cross-domain materializations); "
+            "choose another domain name"
+        )
     try:
         return check_identifier(name, what)
     except ValueError as error:

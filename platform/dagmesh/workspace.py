@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from dagmesh import config
+from dagmesh.atomic import write_atomically
 from dagmesh.product import Domain
 from dagmesh.registry import MeshError
 
@@ -75,6 +76,27 @@ def workspace_subset(folder: Path, names: Collection[str]) -> Path:
     kept = [e for e in settings.get("load_from", []) if entry_location(e) in names]
     path = folder / config.WORKSPACE_FILE
     path.write_text(yaml.safe_dump({**settings, "load_from": kept}))
+    return path
+
+
+MESH_MODULE = "dagmesh.mesh_location"
+
+
+def mesh_workspace_file() -> Path:
+    """The workspace file of the platform's own code location
+    (:data:`dagmesh.config.MESH_LOCATION`, cross-domain materializations),
+    written beside the instance's dagster.yaml; the UI, the daemon and
+    ``dagmesh materialize`` load it next to the domains' workspace."""
+    entry = {
+        "module_name": MESH_MODULE,
+        "location_name": config.MESH_LOCATION,
+        "working_directory": str(config.project_root()),
+    }
+    text = yaml.safe_dump({"load_from": [{"python_module": entry}]}, sort_keys=False)
+    path = config.dagster_home() / "mesh.workspace.yaml"
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, text)
     return path
 
 
