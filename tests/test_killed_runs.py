@@ -278,9 +278,12 @@ def test_materialize_after_a_sigkilled_cli_run_frees_the_pool_and_says_so(materi
         outcome = materialize(refs, timeout=300, on_notice=notices.append)
 
         assert outcome.success, [f.message for f in outcome.failures]
-        # The materialization's own run died too (it holds no pool).
+        # The materialization's own run died too (it holds no pool): the sweep
+        # ends it, unless its code server saw the worker die first and did.
         dead = {d.run_id: d for d in outcome.dead_runs}
-        assert set(dead) == {killed, materialization}
+        assert set(dead) - {materialization} == {killed}
+        if materialization not in dead:
+            assert instance.get_run_by_id(materialization).status == DagsterRunStatus.FAILURE
         assert dead[killed].pools == (FINANCE_POOL,)
         assert any(killed in n and f"pid {worker[0]}" in n and FINANCE_POOL in n for n in notices)
         assert instance.get_run_by_id(killed).status == DagsterRunStatus.FAILURE
