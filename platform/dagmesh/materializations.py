@@ -127,6 +127,7 @@ def follow(
     (raises MaterializeError when it was refused: unknown product, broken
     domain, bad request)."""
     deadline = time.monotonic() + timeout if timeout else None
+    ensure_dagster_home()  # submitted from a helper process: not set in ours
     with DagsterInstance.get() as instance:
         while True:
             state = snapshot(instance, materialization_id)
