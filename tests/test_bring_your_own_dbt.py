@@ -19,6 +19,7 @@ import duckdb
 import pytest
 import yaml
 
+from tests.cli import flat
 from tests.conftest import REPO
 
 DAGMESH = str(Path(sys.executable).with_name("dagmesh"))
@@ -65,10 +66,6 @@ class Project:
         return self.home / "domains" / domain / "ports" / product / "current" / "data.parquet"
 
 
-def _flat(result: subprocess.CompletedProcess) -> str:
-    return " ".join((result.stdout + result.stderr).split())
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     root = tmp_path_factory.mktemp("byo_project")
@@ -90,7 +87,7 @@ def adopted(project: Project) -> tuple[subprocess.CompletedProcess, subprocess.C
     assert _fingerprint(project.root / "dbt_projects" / "bakery") == before
     # Every product is the domain's own (no dbt access: public, no consumers):
     # nothing blocks the load; what exposing them would ask is advice.
-    output = _flat(created)
+    output = flat(created)
     assert "Before domain bakery loads" not in output
     assert "Next: dagmesh materialize --all" in output
     for seed in ("raw_bakes", "raw_sales"):
@@ -105,8 +102,8 @@ def adopted(project: Project) -> tuple[subprocess.CompletedProcess, subprocess.C
 
 def test_new_domain_writes_the_location_and_the_workspace_entry(project: Project, adopted):
     created, _ = adopted
-    assert "6 products" in _flat(created)
-    assert "8 dbt tests as checks" in _flat(created)
+    assert "6 products" in flat(created)
+    assert "8 dbt tests as checks" in flat(created)
     workspace = (project.root / "workspace.yaml").read_text()
     assert workspace.startswith("# an empty mesh\n")
     assert "module_name: domains.bakery.definitions" in workspace
@@ -127,7 +124,7 @@ def test_new_domain_writes_the_location_and_the_workspace_entry(project: Project
 def test_materialize_all_loads_seeds_builds_models_and_runs_tests(project: Project, adopted):
     _, materialized = adopted
     assert materialized.returncode == 0, materialized.stderr[-4000:]
-    output = _flat(materialized)
+    output = flat(materialized)
     for name in BAKERY_PRODUCTS:
         assert f"✓ bakery/{name}" in output
     con = duckdb.connect()
@@ -188,7 +185,7 @@ def test_a_failing_dbt_test_blocks_publication(project: Project, adopted):
         result = project.run("materialize", "--all")
     finally:
         seed.write_text(good)
-    output = _flat(result)
+    output = flat(result)
     assert result.returncode == 1, output[-3000:]
     # The dbt step's products it left unpublished, not those it published.
     assert "FAILED bakery/daily_sales, bakery/waste in run" in output
@@ -205,14 +202,14 @@ def test_a_failing_dbt_test_blocks_publication(project: Project, adopted):
 
 def test_dbt_target_is_chosen_by_an_environment_variable(project: Project, adopted):
     result = project.run("materialize", "--all", DAGMESH_DBT_TARGET="archive")
-    assert result.returncode == 0, _flat(result)[-3000:]
+    assert result.returncode == 0, flat(result)[-3000:]
     archive = project.home / "archive" / "bakery.duckdb"
     con = duckdb.connect(str(archive), read_only=True)
     assert con.execute("SELECT count(*) FROM daily_sales").fetchall() == [(5,)]
     con.close()
     wrong = project.run("materialize", "bakery/daily_sales", DAGMESH_DBT_TARGET="nowhere")
     assert wrong.returncode == 1
-    assert "DAGMESH_DBT_TARGET='nowhere' is not a dbt target" in _flat(wrong)
+    assert "DAGMESH_DBT_TARGET='nowhere' is not a dbt target" in flat(wrong)
 
 
 def test_a_project_that_does_not_compile_names_the_file_and_the_rest_still_runs(
@@ -226,7 +223,7 @@ def test_a_project_that_does_not_compile_names_the_file_and_the_rest_still_runs(
         "select * from {{ ref('nothing_here') }}\n"
     )
     result = project.run("materialize", "--all")
-    output = _flat(result)
+    output = flat(result)
     assert result.returncode == 1
     assert "FAILED to load code location pastry" in output
     assert "dbt project dbt_projects/pastry of domain pastry does not compile" in output
@@ -238,7 +235,7 @@ def test_a_project_that_does_not_compile_names_the_file_and_the_rest_still_runs(
     workspace = (project.root / "workspace.yaml").read_text()
     refused = project.run("new", "domain", "tarts", "--dbt-project", "dbt_projects/pastry")
     assert refused.returncode == 2
-    assert "models/marts/broken.sql" in _flat(refused)
+    assert "models/marts/broken.sql" in flat(refused)
     assert not (project.root / "domains" / "tarts").exists()
     assert (project.root / "workspace.yaml").read_text() == workspace
 
@@ -256,7 +253,7 @@ def test_a_failing_contract_rule_blocks_a_dbt_product(project: Project, adopted)
         result = project.run("materialize", "bakery/waste")
     finally:
         contract_file.write_text(good)
-    output = _flat(result)
+    output = flat(result)
     assert result.returncode == 1, output[-3000:]
     assert "bakery/waste: table violates rowCount (row_count): measured 5, expected " in output
     assert "mustBeLessThan 3.0" in output

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,9 +22,10 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+from dagmesh.runner import LAUNCH_RUN
+from tests.cli import BIN, dagmesh, flat, ok
 from tests.servers import free_port
 
-BIN = Path(sys.executable).parent
 PAUSE = """
 
 import time
@@ -65,16 +65,6 @@ beta.sql_product(
     sql="SELECT iso_week, count(*)::BIGINT AS days FROM days GROUP BY iso_week",
 )
 """
-MUTATION = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}
-"""
 PRODUCTS = ["alpha/calendar", "alpha/pause", "beta/weeks"]
 
 
@@ -95,14 +85,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
     env.pop("DAGMESH_PROFILE", None)
     for name in ("alpha", "beta", "gamma"):
-        _ok(_dagmesh(env, "new", "domain", name))
+        ok(dagmesh(env, "new", "domain", name))
     _append(root / "domains" / "alpha" / "products.py", PAUSE)
     alpha = root / "domains" / "alpha" / "products.py"
     declared = '    primary_key="day",\n'
     alpha.write_text(alpha.read_text().replace(declared, declared + '    consumes=["pause"],\n', 1))
     _append(root / "domains" / "beta" / "products.py", WEEKS)
-    _ok(_dagmesh(env, "contracts", "sync"))
-    _ok(_dagmesh(env, "register"))
+    ok(dagmesh(env, "contracts", "sync"))
+    ok(dagmesh(env, "register"))
     _append(root / "domains" / "gamma" / "products.py", "\nraise RuntimeError('gamma is broken')\n")
     return {"root": root, "env": env, "home": root / ".dagmesh"}
 
@@ -110,26 +100,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def _append(path: Path, text: str) -> None:
     with path.open("a") as handle:
         handle.write(text)
-
-
-def _dagmesh(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "dagmesh"), *args],
-        cwd=env["DAGMESH_PROJECT"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def _flat(result: subprocess.CompletedProcess) -> str:
-    return " ".join((result.stdout + result.stderr).split())
 
 
 @pytest.fixture
@@ -240,7 +210,7 @@ def _launch_from_the_launchpad(url: str, products: list[str], with_upstream: boo
         },
         "runConfigData": {"ops": {"materialize_across_domains": {"config": config}}},
     }
-    return _graphql(url, MUTATION, {"params": params})["data"]["launchRun"]
+    return _graphql(url, LAUNCH_RUN, {"params": params})["data"]["launchRun"]
 
 
 def test_the_ui_materializes_a_product_with_its_upstream_across_domains(
@@ -359,8 +329,8 @@ def test_cancelling_stops_the_runs_and_keeps_the_last_good_versions(project: dic
             120,
             "alpha's run to start",
         )
-        cancelled = _ok(_dagmesh(project["env"], "cancel", materialization, timeout=120))
-        assert f"cancelled materialization {materialization}" in _flat(cancelled)
+        cancelled = ok(dagmesh(project["env"], "cancel", materialization, timeout=120))
+        assert f"cancelled materialization {materialization}" in flat(cancelled)
         process.wait(timeout=120)
         stdout, stderr = process.stdout.read(), process.stderr.read()
     finally:
@@ -397,20 +367,20 @@ def test_cancelling_stops_the_runs_and_keeps_the_last_good_versions(project: dic
 
 
 def test_bad_requests_on_the_command_line_are_named(project: dict):
-    unknown = _dagmesh(project["env"], "materialize", "alpha/nosuch", "--with-upstream")
-    assert unknown.returncode == 2, _flat(unknown)
-    assert "no product 'alpha/nosuch' in the mesh; products: alpha/calendar" in _flat(unknown)
-    broken = _dagmesh(project["env"], "materialize", "gamma/calendar")
-    assert broken.returncode == 2, _flat(broken)
-    assert "code location gamma failed to load" in _flat(broken)
-    assert "gamma is broken" in _flat(broken)
-    taken = _dagmesh(project["env"], "new", "domain", "mesh")
+    unknown = dagmesh(project["env"], "materialize", "alpha/nosuch", "--with-upstream")
+    assert unknown.returncode == 2, flat(unknown)
+    assert "no product 'alpha/nosuch' in the mesh; products: alpha/calendar" in flat(unknown)
+    broken = dagmesh(project["env"], "materialize", "gamma/calendar")
+    assert broken.returncode == 2, flat(broken)
+    assert "code location gamma failed to load" in flat(broken)
+    assert "gamma is broken" in flat(broken)
+    taken = dagmesh(project["env"], "new", "domain", "mesh")
     assert taken.returncode != 0
-    assert "'mesh' is the platform's own code location" in _flat(taken)
+    assert "'mesh' is the platform's own code location" in flat(taken)
     assert not (project["root"] / "domains" / "mesh").exists()
-    missing = _dagmesh(project["env"], "cancel", "no-such-materialization")
+    missing = dagmesh(project["env"], "cancel", "no-such-materialization")
     assert missing.returncode == 2
-    assert "no cross-domain materialization 'no-such-materialization'" in _flat(missing)
+    assert "no cross-domain materialization 'no-such-materialization'" in flat(missing)
 
 
 def test_a_queued_instance_without_a_daemon_is_refused_before_submitting(
@@ -421,11 +391,11 @@ def test_a_queued_instance_without_a_daemon_is_refused_before_submitting(
         "[tool.dagmesh.profiles.queued]\nmax_concurrent_runs = 2\n"
     )
     try:
-        result = _dagmesh({**env, "DAGMESH_PROFILE": "queued"}, "materialize", "beta/weeks")
+        result = dagmesh({**env, "DAGMESH_PROFILE": "queued"}, "materialize", "beta/weeks")
     finally:
         (project["root"] / "pyproject.toml").write_text("")
-    assert result.returncode == 2, _flat(result)
-    assert "no dagster-daemon is running" in _flat(result)
+    assert result.returncode == 2, flat(result)
+    assert "no dagster-daemon is running" in flat(result)
     with DagsterInstance.from_config(str(tmp_path / "dagster")) as queued:
         assert not queued.get_runs(), "nothing was submitted"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,9 +25,9 @@ from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
 
 from dagmesh.config import Profile
 from dagmesh.instance import dagster_yaml
+from tests.cli import BIN, dagmesh, flat, ok
 from tests.servers import Postgres, free_port, postgres_server
 
-BIN = Path(sys.executable).parent
 PROFILE = """
 [tool.dagmesh.profiles.production]
 instance = "postgres"
@@ -84,13 +83,13 @@ def project(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> dic
     }
     env.pop("DAGMESH_PROFILE", None)
     for name in ("alpha", "beta"):
-        _ok(_dagmesh(env, "new", "domain", name))
+        ok(dagmesh(env, "new", "domain", name))
     with (root / "domains" / "beta" / "products.py").open("a") as products:
         products.write(WEEKS)
-    _ok(_dagmesh(env, "contracts", "sync"))
-    _ok(_dagmesh(env, "register"))
-    _ok(
-        _dagmesh(
+    ok(dagmesh(env, "contracts", "sync"))
+    ok(dagmesh(env, "register"))
+    ok(
+        dagmesh(
             env,
             "workspace",
             "--grpc",
@@ -103,26 +102,6 @@ def project(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> dic
     ports = {e["grpc_server"]["location_name"]: e["grpc_server"]["port"] for e in written}
     env["DAGMESH_PROFILE"] = "production"
     return {"root": root, "env": env, "ports": ports}
-
-
-def _dagmesh(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "dagmesh"), *args],
-        cwd=env["DAGMESH_PROJECT"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def _flat(result: subprocess.CompletedProcess) -> str:
-    return " ".join((result.stdout + result.stderr).split())
 
 
 @pytest.fixture(scope="module")
@@ -221,26 +200,26 @@ def test_a_missing_secret_or_a_secret_in_a_file_is_refused_by_name(project: dict
     # No password in the environment: named, nothing written, exit 2.
     env = {k: v for k, v in project["env"].items() if k != "DAGMESH_PG_PASSWORD"}
     for command in (("materialize", "--all"), ("daemon",)):
-        result = _dagmesh(env, *command, timeout=120)
-        assert result.returncode == 2, _flat(result)
-        assert "profile production needs DAGMESH_PG_PASSWORD" in _flat(result)
+        result = dagmesh(env, *command, timeout=120)
+        assert result.returncode == 2, flat(result)
+        assert "profile production needs DAGMESH_PG_PASSWORD" in flat(result)
     assert not (project["root"] / ".dagmesh" / "dagster" / "dagster.yaml").exists()
     # Two missing: both named.
     env.pop("DAGMESH_PG_HOST")
-    assert "needs DAGMESH_PG_HOST, DAGMESH_PG_PASSWORD" in _flat(
-        _dagmesh(env, "materialize", "--all", timeout=120)
+    assert "needs DAGMESH_PG_HOST, DAGMESH_PG_PASSWORD" in flat(
+        dagmesh(env, "materialize", "--all", timeout=120)
     )
     # A password written into the settings file is refused, for every command.
     leaky = {**project["env"], "DAGMESH_PROFILE": "leaky"}
-    result = _dagmesh(leaky, "lint", timeout=120)
+    result = dagmesh(leaky, "lint", timeout=120)
     assert result.returncode == 2
-    assert "postgres.password must not be in a file; set DAGMESH_PG_PASSWORD" in _flat(result)
-    assert "written-in-a-file" not in _flat(result)
+    assert "postgres.password must not be in a file; set DAGMESH_PG_PASSWORD" in flat(result)
+    assert "written-in-a-file" not in flat(result)
     # A profile that does not exist names the profiles there are.
-    result = _dagmesh({**project["env"], "DAGMESH_PROFILE": "prod"}, "lint", timeout=120)
+    result = dagmesh({**project["env"], "DAGMESH_PROFILE": "prod"}, "lint", timeout=120)
     assert result.returncode == 2
-    assert "DAGMESH_PROFILE='prod': no [tool.dagmesh.profiles.prod]" in _flat(result)
-    assert "profiles: embedded, leaky, production" in _flat(result)
+    assert "DAGMESH_PROFILE='prod': no [tool.dagmesh.profiles.prod]" in flat(result)
+    assert "profiles: embedded, leaky, production" in flat(result)
 
 
 @pytest.mark.parametrize(
@@ -320,25 +299,25 @@ def test_bad_grpc_workspace_requests_and_a_missing_workspace_are_named(project: 
         (("--base-port", "65535"), "are not valid"),
         (("--base-port", "0"), "are not valid"),
     ]:
-        result = _dagmesh(env, "workspace", "--grpc", *args, timeout=120)
-        assert result.returncode == 2, _flat(result)
-        assert message in _flat(result)
+        result = dagmesh(env, "workspace", "--grpc", *args, timeout=120)
+        assert result.returncode == 2, flat(result)
+        assert message in flat(result)
     moved = project["root"] / "workspace.grpc.yaml"
     moved.rename(moved.with_suffix(".away"))
     try:
-        result = _dagmesh(project["env"], "materialize", "--all", timeout=120)
+        result = dagmesh(project["env"], "materialize", "--all", timeout=120)
     finally:
         moved.with_suffix(".away").rename(moved)
-    assert result.returncode == 2, _flat(result)
+    assert result.returncode == 2, flat(result)
     assert "workspace.grpc.yaml does not exist; write it with `dagmesh workspace --grpc" in (
-        _flat(result)
+        flat(result)
     )
 
 
 def test_a_code_server_for_a_domain_the_workspace_lacks_is_refused_by_name(project: dict):
-    result = _dagmesh(project["env"], "code-server", "gamma", "-p", str(free_port()), timeout=120)
-    assert result.returncode == 2, _flat(result)
-    assert "'gamma' is not a code location of workspace.yaml: alpha, beta" in _flat(result)
+    result = dagmesh(project["env"], "code-server", "gamma", "-p", str(free_port()), timeout=120)
+    assert result.returncode == 2, flat(result)
+    assert "'gamma' is not a code location of workspace.yaml: alpha, beta" in flat(result)
 
 
 def test_code_servers_started_together_share_one_instance_storage(project: dict, code_servers):
@@ -350,18 +329,18 @@ def test_code_servers_started_together_share_one_instance_storage(project: dict,
 
 
 def test_without_a_daemon_materialize_says_what_to_start(project: dict, code_servers):
-    result = _dagmesh(project["env"], "materialize", "--all", timeout=300)
-    assert result.returncode == 2, _flat(result)
-    assert "no dagster-daemon is running" in _flat(result)
-    assert "`dagmesh daemon`" in _flat(result)
+    result = dagmesh(project["env"], "materialize", "--all", timeout=300)
+    assert result.returncode == 2, flat(result)
+    assert "no dagster-daemon is running" in flat(result)
+    assert "`dagmesh daemon`" in flat(result)
 
 
 def test_a_cross_domain_materialization_goes_through_the_queue(
     project: dict, postgres: Postgres, code_servers: dict[str, int], daemon
 ):
-    result = _dagmesh(project["env"], "materialize", "--all", timeout=600)
-    assert result.returncode == 0, _flat(result)
-    assert "materialized 3 products" in _flat(result)
+    result = dagmesh(project["env"], "materialize", "--all", timeout=600)
+    assert result.returncode == 0, flat(result)
+    assert "materialized 3 products" in flat(result)
 
     # The runs are in PostgreSQL: one per domain, both succeeded, both queued.
     runs = postgres.query(

@@ -20,14 +20,11 @@ from dagmesh import Column, Domain
 from dagmesh.definitions import domain_definitions
 from dagmesh.governance import GovernanceError
 from dagmesh.registry import MeshError, ProductInterface, Registry
+from tests.cli import flat
 from tests.conftest import REPO
 
 DAGMESH = str(Path(sys.executable).with_name("dagmesh"))
 SITE_PACKAGES = sysconfig.get_paths()["purelib"]
-
-
-def _flat(result: subprocess.CompletedProcess) -> str:
-    return " ".join((result.stdout + result.stderr).split())
 
 
 def test_each_domain_has_a_document_any_tool_reads(mesh_home: Path, materialized):
@@ -259,17 +256,17 @@ def test_a_domain_that_does_not_import_stops_only_its_own_location(tmp_path: Pat
 
     registered = dagmesh("register")
     assert registered.returncode == 1
-    output = _flat(registered)
+    output = flat(registered)
     assert "✓ atlas" in output
     assert "✗ broken: not registered" in output
     assert "ModuleNotFoundError" in output and "a_module_that_does_not_exist" in output
 
     linted = dagmesh("lint")
     assert linted.returncode == 1
-    assert "domain broken not checked: domains.broken.products does not import" in _flat(linted)
+    assert "domain broken not checked: domains.broken.products does not import" in flat(linted)
 
     result = dagmesh("materialize", "--all")
-    output = _flat(result)
+    output = flat(result)
     assert result.returncode == 1, output
     assert "FAILED to load code location broken" in output
     assert "a_module_that_does_not_exist" in output

@@ -31,6 +31,7 @@ from dagmesh.runner import (
     MaterializeError,
     Outcome,
     cancel_runs,
+    launched_run_id,
     load_errors,
     product_ref,
     require_queue_daemon,
@@ -79,13 +80,7 @@ def submit(refs: Iterable[str], with_upstream: bool = False, all_products: bool 
                     f"{broken.get(config.MESH_LOCATION)}"
                 )
             result = execute_query(context, LAUNCH_RUN, {"params": params})
-    if result.get("errors"):
-        raise MaterializeError(f"submitting failed: {result['errors'][0]['message']}")
-    launched = result["data"]["launchRun"]
-    if launched["__typename"] != "LaunchRunSuccess":
-        detail = launched.get("message") or launched.get("errors")
-        raise MaterializeError(f"submitting failed: {detail}")
-    return launched["run"]["runId"]
+    return launched_run_id(result, "submitting")
 
 
 @dataclass

@@ -214,12 +214,19 @@ def launch_run(context: WorkspaceProcessContext, keys: list[AssetKey], tags: dic
         },
     }
     result = execute_query(context, LAUNCH_RUN, {"params": params})
+    return launched_run_id(result, f"launching a run of {handle.location_name}")
+
+
+def launched_run_id(result: dict, what: str) -> str:
+    """The run id in an answer to :data:`LAUNCH_RUN`, or a MaterializeError
+    saying that ``what`` failed and why (a GraphQL error, an invalid config,
+    a Python error while launching)."""
     if result.get("errors"):
-        raise MaterializeError(f"launching a run failed: {result['errors'][0]['message']}")
+        raise MaterializeError(f"{what} failed: {result['errors'][0]['message']}")
     launched = result["data"]["launchRun"]
     if launched["__typename"] != "LaunchRunSuccess":
         detail = launched.get("message") or launched.get("errors")
-        raise MaterializeError(f"launching a run of {handle.location_name} failed: {detail}")
+        raise MaterializeError(f"{what} failed: {detail}")
     return launched["run"]["runId"]
 
 
