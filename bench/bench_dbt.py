@@ -42,8 +42,8 @@ TARGET_RATIO = 1.15
 
 def dbt_products(domain: str) -> list[str]:
     """``domain/name`` of every dbt product of the domain (its prepared manifest)."""
-    from dagmesh.dbt.project import dbt_project
-    from dagmesh.workspace import load_mesh
+    from dagmesh.engine.dbt.project import dbt_project
+    from dagmesh.engine.workspace import load_mesh
 
     project = dbt_project(load_mesh()[domain])
     if project is None:
@@ -54,8 +54,8 @@ def dbt_products(domain: str) -> list[str]:
 def plain_profile(mesh: Path, plain: Path, domain: str) -> tuple[Path, Path]:
     """A profiles.yml for plain dbt: same project, same inputs and settings,
     its own database. Returns (profiles dir, dbt project dir)."""
-    from dagmesh.dbt.project import dbt_project
-    from dagmesh.workspace import load_mesh
+    from dagmesh.engine.dbt.project import dbt_project
+    from dagmesh.engine.workspace import load_mesh
 
     project = dbt_project(load_mesh()[domain])
     state = mesh / "domains" / domain / "dbt"

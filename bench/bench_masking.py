@@ -4,7 +4,7 @@ Writes N rows shaped like customers/customer_profiles (id, name, email,
 phone, street, city) to Parquet, then times, each in a fresh DuckDB:
 
 - ``copy``: the published file rewritten as is (the floor: read + write);
-- ``masked``: :func:`dagmesh.masking.write_masked` with email hashed
+- ``masked``: :func:`dagmesh.engine.masking.write_masked` with email hashed
   (HMAC-SHA256 inside DuckDB) and the other three personal columns redacted.
 
 Prints the median of ``--repeat`` runs of each and their ratio::
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import duckdb
 
-from dagmesh.masking import write_masked
-from dagmesh.sql import literal
+from dagmesh.engine.masking import write_masked
+from dagmesh.engine.sql import literal
 
 COLUMNS = [
     ("customer_id", "VARCHAR"),

@@ -160,7 +160,7 @@ def parse_scale(text: str) -> int:
     """``10000``, ``250k``, ``1M``, ``10M`` → orders (as ``dagmesh generate`` reads it)."""
     import typer
 
-    from dagmesh.cli import parse_scale as dagmesh_parse_scale
+    from dagmesh.tools.cli import parse_scale as dagmesh_parse_scale
 
     try:
         return dagmesh_parse_scale(text)

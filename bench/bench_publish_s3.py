@@ -1,7 +1,7 @@
 """What one publish costs on S3 (a local SeaweedFS) against the local disk.
 
 Builds the same SQL product (``--rows`` orders generated in DuckDB, no
-landing files) with :func:`dagmesh.build.build_product` on a store whose
+landing files) with :func:`dagmesh.engine.build.build_product` on a store whose
 ports are on the local disk, then on one whose ports are on SeaweedFS
 (tests/servers.py: 127.0.0.1, per-domain identities). Times, median of
 ``--repeat`` runs each:
@@ -30,10 +30,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dagmesh import Column, Domain, config  # noqa: E402
-from dagmesh.build import build_product  # noqa: E402
 from dagmesh.config import Profile  # noqa: E402
-from dagmesh.objectstore import ObjectStore  # noqa: E402
-from dagmesh.storage import DATA_FILE, MeshStore  # noqa: E402
+from dagmesh.engine.build import build_product  # noqa: E402
+from dagmesh.engine.objectstore import ObjectStore  # noqa: E402
+from dagmesh.engine.storage import DATA_FILE, MeshStore  # noqa: E402
 from tests.servers import s3_server  # noqa: E402
 
 

@@ -16,7 +16,7 @@ Then it measures, median of ``--repeat`` runs, each in a fresh subprocess:
   in the Dagster instance (the run worker process importing the location);
 - ``dagmesh register``, ``dagmesh lint`` and ``dagmesh catalog --json``;
 - ``dagmesh materialize --all`` against the bare twin driven by the same
-  orchestration (``dagmesh.runner.materialize``);
+  orchestration (``dagmesh.orchestration.runner.materialize``);
 - the summed RSS of ``dagster dev`` serving every location.
 
 Run on demand, never in CI::
@@ -84,7 +84,7 @@ print(json.dumps({
 # the difference is what the platform's assets and code locations cost.
 RUNNER_SCRIPT = """
 import sys
-from dagmesh.runner import materialize
+from dagmesh.orchestration.runner import materialize
 outcome = materialize(sys.argv[1:], timeout=3000)
 print(f"{len(outcome.materialized)} materialized, {len(outcome.run_ids)} runs")
 for failure in outcome.failures:
@@ -168,7 +168,7 @@ def write_mesh_project(
         (package / "__init__.py").write_text(f'"""Synthetic domain {name}."""\n')
         (package / "definitions.py").write_text(
             f'"""The {name} domain\'s Dagster code location."""\n\n'
-            "from dagmesh.definitions import domain_definitions\n"
+            "from dagmesh.orchestration.definitions import domain_definitions\n"
             f"from domains.{name}.products import {name}\n\n"
             f"defs = domain_definitions({name})\n"
         )
@@ -647,7 +647,9 @@ def setup(
     # Both instances get the dagster.yaml dagmesh writes (same run coordinator
     # and pools), so both sides run under the same instance settings.
     for setting in (mesh, bare):
-        ensure = "from dagmesh.instance import ensure_dagster_home; ensure_dagster_home()"
+        ensure = (
+            "from dagmesh.orchestration.instance import ensure_dagster_home; ensure_dagster_home()"
+        )
         ran = run([sys.executable, "-c", ensure], setting, logs / f"home-{setting.name}.log")
         if ran.returncode:
             sys.exit(f"could not create {setting.dagster_home} ({ran.log}):\n{ran.output()}")

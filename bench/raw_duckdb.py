@@ -4,12 +4,12 @@ Runs every product of the workspace, in dependency order across domains, in
 ONE in-memory DuckDB connection of ONE process, with no orchestration, no
 audits and no versioned publishing:
 
-- a landing source becomes a view through :func:`dagmesh.landing.attach_landing`,
+- a landing source becomes a view through :func:`dagmesh.engine.landing.attach_landing`,
   so the shape checks, the ``reject_if`` quarantine (written to Parquet) and
   the reader options are exactly the platform's;
 - a consumed product is a view over the Parquet file written before it;
 - the product's SQL (or, for a Python product, its compute function given a
-  :class:`dagmesh.context.ProductContext`) computes the result;
+  :class:`dagmesh.engine.context.ProductContext`) computes the result;
 - a model of a domain's dbt project (``dbt_project(domain)``) is its ``raw_code`` from
   the prepared manifest, rendered with jinja2 alone: ``source('sales',
   'orders')`` becomes a view over ``sales/orders``, ``ref('x')`` one over the
@@ -43,12 +43,12 @@ from typing import Any
 import duckdb
 import jinja2
 
-from dagmesh.context import ProductContext
-from dagmesh.dbt.project import dbt_project
-from dagmesh.landing import attach_landing
-from dagmesh.product import Domain, Product
-from dagmesh.sql import ident, literal
-from dagmesh.workspace import load_mesh
+from dagmesh.declarations.product import Domain, Product
+from dagmesh.engine.context import ProductContext
+from dagmesh.engine.dbt.project import dbt_project
+from dagmesh.engine.landing import attach_landing
+from dagmesh.engine.sql import ident, literal
+from dagmesh.engine.workspace import load_mesh
 
 PROJECT = Path(__file__).resolve().parents[1]
 TIMINGS_FILE = "_timings.json"

@@ -19,7 +19,7 @@ TEST_PII_KEY = "pytest-only-pii-key"
 @pytest.fixture(scope="session")
 def mesh_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh DAGMESH_HOME (and DAGSTER_HOME inside it) with generated sources."""
-    from dagmesh.instance import ensure_dagster_home
+    from dagmesh.orchestration.instance import ensure_dagster_home
     from source_systems.generator import generate
 
     home = tmp_path_factory.mktemp("dagmesh_home")
@@ -47,8 +47,8 @@ def prepare_dbt_projects(home: Path) -> None:
     """Parse every domain's dbt project into its manifest before any code
     location loads (``DbtProject.prepare_if_dev`` does nothing outside
     ``dagster dev``; CI prepares explicitly, as a deployment would)."""
-    from dagmesh.dbt.project import dbt_project
-    from dagmesh.workspace import load_mesh
+    from dagmesh.engine.dbt.project import dbt_project
+    from dagmesh.engine.workspace import load_mesh
 
     for domain in load_mesh().values():
         project = dbt_project(domain)
@@ -60,8 +60,8 @@ def register_domains_of_the_workspace() -> None:
     """Publish every domain's interfaces to the registry, as `dagmesh dev`,
     CI and a deployment do before code locations load."""
     from dagmesh import config
-    from dagmesh.registration import register_domains
-    from dagmesh.registry import Registry
+    from dagmesh.engine.registration import register_domains
+    from dagmesh.engine.registry import Registry
 
     outcome = register_domains(Registry(config.registry_dir()))
     assert not outcome.refused, outcome.refused
@@ -76,7 +76,7 @@ def truth(mesh_home: Path) -> dict:
 @pytest.fixture(scope="session")
 def materialized(mesh_home: Path):
     """The whole mesh materialized once through `dagmesh materialize --all`'s code path."""
-    from dagmesh.runner import materialize
+    from dagmesh.orchestration.runner import materialize
 
     outcome = materialize(timeout=600)
     assert outcome.success, [f"{f.product}: {f.message}" for f in outcome.failures]

@@ -211,7 +211,7 @@ class SeaweedS3:
 
 
 def _s3_config(bucket: str, prefix: str, admin, identities) -> dict:
-    from dagmesh.objectstore import identity_actions
+    from dagmesh.engine.objectstore import identity_actions
 
     def entry(name, key, actions):
         return {
@@ -239,7 +239,7 @@ def s3_server(
 ) -> Iterator[SeaweedS3]:
     """SeaweedFS (master, volume, filer, S3 gateway) in a temp folder, bound
     to 127.0.0.1 on free ports, with an admin and one identity per domain
-    from an ``s3.json`` (:func:`dagmesh.objectstore.identity_actions`); the
+    from an ``s3.json`` (:func:`dagmesh.engine.objectstore.identity_actions`); the
     bucket created; stopped and removed after."""
     folder = Path(tempfile.mkdtemp(prefix="dagmesh-s3-"))
     (folder / "data").mkdir()

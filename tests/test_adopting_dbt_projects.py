@@ -34,7 +34,7 @@ import duckdb
 import pytest
 import yaml
 
-from dagmesh.dbt.adoption import DbtPackagesError, refuse_packages, required_packages
+from dagmesh.engine.dbt.adoption import DbtPackagesError, refuse_packages, required_packages
 from tests.conftest import REPO
 from tests.test_bring_your_own_dbt import Project, _fingerprint, _flat
 
@@ -292,7 +292,7 @@ def _published_counts(mesh: Project) -> dict[str, int]:
 DAGSTER_CHECKS = """
 import json
 from dagster import DagsterInstance
-from dagmesh.runner import workspace_context
+from dagmesh.orchestration.runner import workspace_context
 with DagsterInstance.get() as instance, workspace_context(instance) as context:
     graph = context.create_request_context().asset_graph
     out = {"/".join(k.path): sorted(c.name for c in graph.get(k).check_keys)

@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from dagmesh.alerts import (
+from dagmesh.orchestration.alerts import (
     Alert,
     freshness_alert_sensor,
     run_failure_alert_sensor,
@@ -90,7 +90,7 @@ def closed_port() -> int:
 
 
 def test_send_alert_posts_json_and_logs(webhook: Webhook, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="dagmesh.alerts")
+    caplog.set_level(logging.INFO, logger="dagmesh.orchestration.alerts")
     alert = Alert(
         kind="check_failure",
         subject="sales/orders",
@@ -113,7 +113,7 @@ def test_send_alert_posts_json_and_logs(webhook: Webhook, caplog: pytest.LogCapt
     assert sent_at.utcoffset() == datetime.timedelta(0)
     assert abs((datetime.datetime.now(datetime.UTC) - sent_at).total_seconds()) < 60
 
-    [record] = [r for r in caplog.records if r.name == "dagmesh.alerts"]
+    [record] = [r for r in caplog.records if r.name == "dagmesh.orchestration.alerts"]
     assert record.levelno == logging.ERROR
     assert record.getMessage() == f"dagmesh alert [check_failure] sales/orders: {alert.message}"
 
@@ -121,7 +121,7 @@ def test_send_alert_posts_json_and_logs(webhook: Webhook, caplog: pytest.LogCapt
 def test_webhook_credentials_in_url_become_basic_auth(
     webhook: Webhook, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="dagmesh.alerts")
+    caplog.set_level(logging.INFO, logger="dagmesh.orchestration.alerts")
     url = webhook.url.replace("http://", "http://alerts:s%3Acret@") + "?token=t0ken"
     monkeypatch.setenv("DAGMESH_ALERT_WEBHOOK_URL", url)
 
@@ -140,7 +140,7 @@ def test_freshness_breach_logs_at_warning_without_webhook(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.delenv("DAGMESH_ALERT_WEBHOOK_URL", raising=False)
-    caplog.set_level(logging.INFO, logger="dagmesh.alerts")
+    caplog.set_level(logging.INFO, logger="dagmesh.orchestration.alerts")
 
     send_alert(Alert("freshness_breach", "sales/orders", "Data product sales/orders is stale."))
 
@@ -159,7 +159,7 @@ def test_unreachable_webhook_warns_without_leaking_the_url(
         "DAGMESH_ALERT_WEBHOOK_URL",
         f"http://alice:hunter2@127.0.0.1:{port}/hooks/T0KEN-SECRET?token=s3cr3t",
     )
-    caplog.set_level(logging.INFO, logger="dagmesh.alerts")
+    caplog.set_level(logging.INFO, logger="dagmesh.orchestration.alerts")
 
     send_alert(Alert("run_failure", "orders_job", "Run 1 of job orders_job failed."))  # no raise
 
@@ -173,7 +173,7 @@ def test_unreachable_webhook_warns_without_leaking_the_url(
 def test_webhook_error_status_and_timeout_are_warnings(
     webhook: Webhook, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="dagmesh.alerts")
+    caplog.set_level(logging.INFO, logger="dagmesh.orchestration.alerts")
     alert = Alert("check_failure", "sales/orders", "Product sales/orders failed rule unique.")
 
     webhook.status = 500

@@ -12,46 +12,21 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "platform" / "dagmesh"
 
-# What a domain engineer declares with, and what the registry and governance
-# read: no Dagster, no engine.
-DECLARATIONS = {
-    "dagmesh.product",
-    "dagmesh.spec",
-    "dagmesh.contracts.model",
-    "dagmesh.dbt.manifest",
-    "dagmesh.registry",
-    "dagmesh.errors",
-    "dagmesh.config",
-}
-# Computes, checks, masks and publishes data: no Dagster.
-ENGINE = {
-    "dagmesh.storage",
-    "dagmesh.landing",
-    "dagmesh.masking",
-    "dagmesh.audit",
-    "dagmesh.audit_log",
-    "dagmesh.port_health",
-    "dagmesh.access",
-    "dagmesh.build",
-    "dagmesh.publish",
-    "dagmesh.context",
-    "dagmesh.contracts.checks",
-    "dagmesh.contracts.generate",
-    "dagmesh.contracts.breaking",
-    "dagmesh.dbt.project",
-    "dagmesh.dbt.adoption",
-    "dagmesh.governance",
-    "dagmesh.registration",
-    "dagmesh.workspace",
-    "dagmesh.atomic",
-    "dagmesh.sql",
-    "dagmesh.privacy",
-    "dagmesh.timestamps",
-    "dagmesh.grants",
-    "dagmesh.dbt.grant_plugin",
-    "dagmesh.extensions",
-    "dagmesh.objectstore",
-}
+# The layers are the package's folders, bottom first. `config` (every setting)
+# and `errors` (the DagmeshError base) sit at the root, under everything.
+LAYERS = ["foundation", "declarations", "engine", "orchestration", "tools"]
+FOUNDATION = {"dagmesh.config", "dagmesh.errors"}
+NO_DAGSTER = {"foundation", "declarations", "engine"}
+DAGSTER = {"dagster", "dagster_dbt", "dagster_graphql", "dagster_postgres", "dagster_webserver"}
+
+
+def layer(module: str) -> str:
+    """The layer of a dagmesh module: its folder under the package."""
+    if module in FOUNDATION:
+        return "foundation"
+    folder = module.split(".")[1] if module.count(".") else ""
+    assert folder in LAYERS, f"{module} is in no layer: move it into one of {LAYERS[1:]}"
+    return folder
 
 
 def _module_name(path: Path) -> str:
@@ -105,33 +80,40 @@ def _reaches(imports: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-@pytest.mark.parametrize("module", sorted(DECLARATIONS | ENGINE))
+def _platform_modules(imports: dict[str, set[str]]) -> list[str]:
+    return sorted(m for m in imports if m != "dagmesh")
+
+
+def test_every_module_sits_in_a_layer_folder(imports):
+    layers = {m: layer(m) for m in _platform_modules(imports)}
+    for name in LAYERS[1:]:
+        assert name in layers.values(), f"no module in {name}/"
+
+
+@pytest.mark.parametrize("module", _platform_modules(_imports()))
+def test_imports_point_down_only(imports, module):
+    """A module imports its own layer and the layers below it, never above."""
+    rank = LAYERS.index(layer(module))
+    above = {
+        dep
+        for dep in imports[module]
+        if dep in imports and dep != "dagmesh" and LAYERS.index(layer(dep)) > rank
+    }
+    assert not above, f"{module} ({layer(module)}) imports a layer above it: {sorted(above)}"
+
+
+@pytest.mark.parametrize(
+    "module", [m for m in _platform_modules(_imports()) if layer(m) in NO_DAGSTER]
+)
 def test_declarations_and_engine_know_nothing_of_dagster(imports, module):
-    assert module in imports, f"{module} is gone: update the layer lists"
     reached = _reaches(imports, module)
-    assert not reached & {"dagster", "dagster_dbt", "dagster_graphql"}, (
+    assert not reached & DAGSTER, (
         f"{module} imports Dagster (through {sorted(reached & set(imports))})"
     )
 
 
-# A declaration may name where a product's port lives (storage) and read its
-# dbt project's manifest (dbt.project), and nothing else of the engine.
-DECLARATIONS_MAY_USE = DECLARATIONS | {
-    "dagmesh",
-    "dagmesh.atomic",
-    "dagmesh.storage",
-    "dagmesh.grants",  # storage locks each step's DuckDB to its grant
-    "dagmesh.dbt.project",
-    "dagmesh.dbt.adoption",
-    "dagmesh.instance",
-    "dagmesh.sql",
-    "dagmesh.context",
-}
-
-
-@pytest.mark.parametrize("module", sorted(DECLARATIONS))
-def test_declarations_do_not_import_the_engine(imports, module):
-    reached = {m for m in _reaches(imports, module) if m.startswith("dagmesh")}
-    assert reached <= DECLARATIONS_MAY_USE, (
-        f"{module} reaches {sorted(reached - DECLARATIONS_MAY_USE)}"
-    )
+def test_the_package_root_exports_declarations_only(imports):
+    """`import dagmesh` (what every domain does) loads no Dagster and no tool."""
+    reached = _reaches(imports, "dagmesh")
+    assert not reached & DAGSTER
+    assert {layer(m) for m in reached if m in imports and m != "dagmesh"} <= set(LAYERS[:3])

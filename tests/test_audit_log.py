@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from dagmesh import audit_log
+from dagmesh.engine import audit_log
 
 PROCESSES = 4
 APPENDS = 200

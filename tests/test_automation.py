@@ -11,9 +11,9 @@ import dagster as dg
 import pandas as pd
 
 from dagmesh import Column, Domain
-from dagmesh.assets import product_asset
-from dagmesh.automation import on_cron, when_upstream_changes
-from dagmesh.resources import MeshStorage
+from dagmesh.orchestration.assets import product_asset
+from dagmesh.orchestration.automation import on_cron, when_upstream_changes
+from dagmesh.orchestration.resources import MeshStorage
 
 ROWS = {"ids": [1, 2, 3]}
 

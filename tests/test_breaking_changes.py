@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dagmesh.contracts.breaking import (
+from dagmesh.engine.contracts.breaking import (
     BreakingChange,
     breaking_changes,
     major,

@@ -141,7 +141,7 @@ def test_the_ui_shows_it_as_a_domain_with_its_tests_as_checks(project: Project, 
     script = """
 import json
 from dagster import AssetCheckKey, DagsterInstance
-from dagmesh.runner import workspace_context
+from dagmesh.orchestration.runner import workspace_context
 with DagsterInstance.get() as instance, workspace_context(instance) as context:
     graph = context.create_request_context().asset_graph
     out = {}

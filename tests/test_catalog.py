@@ -11,9 +11,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from dagmesh.catalog import Entry, domain_health, write_site
-from dagmesh.governance import MeshView
-from dagmesh.spec import ColumnSpec
+from dagmesh.declarations.spec import ColumnSpec
+from dagmesh.engine.governance import MeshView
+from dagmesh.tools.catalog import Entry, domain_health, write_site
 from tests.conftest import REPO
 
 DAGMESH = str(Path(sys.executable).with_name("dagmesh"))

@@ -15,9 +15,9 @@ import pandas as pd
 from dagster import DagsterInstance
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
-from dagmesh.definitions import domain_definitions
-from dagmesh.runner import launch_run, workspace_context
-from dagmesh.storage import OutputPort
+from dagmesh.engine.storage import OutputPort
+from dagmesh.orchestration.definitions import domain_definitions
+from dagmesh.orchestration.runner import launch_run, workspace_context
 from domains.sales.products import sales
 from tests.conftest import port_file, query
 
@@ -71,8 +71,8 @@ KILLED_WRITER = textwrap.dedent(
     import sys
     import dagster as dg
     from dagmesh import Column, Domain
-    from dagmesh.assets import product_asset
-    from dagmesh.resources import MeshStorage
+    from dagmesh.orchestration.assets import product_asset
+    from dagmesh.orchestration.resources import MeshStorage
 
     rows = int(sys.argv[2])
     lab = Domain("lab", owner="lab", description="Crash tests.")

@@ -9,10 +9,10 @@ import dagster as dg
 import pytest
 
 from dagmesh import Column, Domain, pii
-from dagmesh.assets import product_asset
-from dagmesh.build import build_product
-from dagmesh.contracts.model import Contract
-from dagmesh.resources import MeshStorage
+from dagmesh.declarations.contract import Contract
+from dagmesh.engine.build import build_product
+from dagmesh.orchestration.assets import product_asset
+from dagmesh.orchestration.resources import MeshStorage
 
 GOOD = "SELECT * FROM (VALUES (1, 'a@x.com', 'gold'), (2, 'b@x.com', 'silver')) t(id, email, tier)"
 BAD = (
@@ -136,8 +136,8 @@ def test_a_warning_rule_reports_and_publishes(tmp_path: Path):
 
 
 def test_a_rule_without_a_bound_is_not_run_and_lint_says_why():
-    from dagmesh.contracts.checks import quality_checks, rule_problems
-    from dagmesh.contracts.model import QualityRule
+    from dagmesh.declarations.contract import QualityRule
+    from dagmesh.engine.contracts.rules import quality_checks, rule_problems
 
     rule = QualityRule(type="sql", query="SELECT 1 FROM ${object}")
     assert rule_problems(None, rule) == ["a sql rule needs a bound (mustBe, mustBeLessThan...)"]

@@ -22,7 +22,7 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from dagmesh.runner import LAUNCH_RUN
+from dagmesh.orchestration.runner import LAUNCH_RUN
 from tests.cli import BIN, dagmesh, flat, ok
 from tests.servers import free_port
 
@@ -104,7 +104,7 @@ def _append(path: Path, text: str) -> None:
 
 @pytest.fixture
 def instance(project: dict, monkeypatch) -> Iterator[DagsterInstance]:
-    from dagmesh.instance import ensure_dagster_home
+    from dagmesh.orchestration.instance import ensure_dagster_home
 
     for key in ("DAGMESH_PROJECT", "DAGMESH_HOME", "DAGSTER_HOME"):
         monkeypatch.setenv(key, project["env"][key])
@@ -155,8 +155,8 @@ def _domain_runs(instance: DagsterInstance, materialization: str) -> list:
 def webserver(project: dict) -> Iterator[str]:
     """A real `dagster-webserver` on the domains' workspace and the
     platform's `mesh` location, as `dagmesh dev` serves them."""
-    from dagmesh.instance import ensure_dagster_home
-    from dagmesh.workspace import mesh_workspace_file
+    from dagmesh.engine.workspace import mesh_workspace_file
+    from dagmesh.orchestration.instance import ensure_dagster_home
 
     # As `dagmesh dev` does: the embedded instance's dagster.yaml, the mesh location.
     saved = {k: os.environ.get(k) for k in ("DAGMESH_PROJECT", "DAGMESH_HOME", "DAGSTER_HOME")}
@@ -244,8 +244,8 @@ def test_the_ui_materializes_a_product_with_its_upstream_across_domains(
 def test_the_ui_refuses_unknown_and_broken_products_naming_them(
     webserver: str, instance: DagsterInstance
 ):
-    from dagmesh.materializations import Snapshot, outcome_of
-    from dagmesh.runner import MaterializeError
+    from dagmesh.orchestration.runner import MaterializeError
+    from dagmesh.tools.materializations import Snapshot, outcome_of
 
     cases = {
         "alpha/nosuch": "no product 'alpha/nosuch' in the mesh",

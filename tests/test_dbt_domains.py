@@ -13,8 +13,8 @@ import duckdb
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, RunsFilter
 
-from dagmesh.dbt.project import dbt_project
-from dagmesh.runner import MATERIALIZATION_TAG, materialize, workspace_context
+from dagmesh.engine.dbt.project import dbt_project
+from dagmesh.orchestration.runner import MATERIALIZATION_TAG, materialize, workspace_context
 from tests.conftest import port_file, query
 
 DBT_PRODUCTS = {
@@ -165,7 +165,7 @@ def test_with_upstream_runs_the_producer_domains_first(materialized, mesh_home):
 def test_preparing_again_never_leaves_readers_without_a_manifest(mesh_home: Path):
     """A code server loading while `dagmesh prepare` runs reads the old
     manifest or the new one, never a missing or half-written file."""
-    from dagmesh.workspace import load_mesh
+    from dagmesh.engine.workspace import load_mesh
 
     project = dbt_project(load_mesh()["finance"])
     before = json.loads(project.manifest_path.read_text())["metadata"]["generated_at"]

@@ -23,7 +23,7 @@ import duckdb
 import pytest
 import yaml
 
-from dagmesh.dbt.manifest import DbtGraphError, build_phases, own_source_producers
+from dagmesh.declarations.dbt_manifest import DbtGraphError, build_phases, own_source_producers
 from tests.conftest import REPO
 from tests.test_bring_your_own_dbt import Project, _fingerprint, _flat
 
@@ -33,7 +33,7 @@ DBT = str(Path(sys.executable).with_name("dbt"))
 GRAPH = """
 import json
 from dagster import DagsterInstance
-from dagmesh.runner import workspace_context
+from dagmesh.orchestration.runner import workspace_context
 with DagsterInstance.get() as instance, workspace_context(instance) as context:
     graph = context.create_request_context().asset_graph
     out = {"/".join(k.path): {"parents": sorted("/".join(p.path) for p in graph.get(k).parent_keys),

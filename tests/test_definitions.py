@@ -8,11 +8,11 @@ import pytest
 from dagster import AssetKey, DagsterInstance, DefaultSensorStatus
 
 from dagmesh import Column, Domain
-from dagmesh.definitions import domain_definitions
-from dagmesh.registry import MeshError
-from dagmesh.runner import workspace_context
-from dagmesh.spec import product_names
-from dagmesh.workspace import load_mesh
+from dagmesh.engine.registry import MeshError
+from dagmesh.engine.specs import product_names
+from dagmesh.engine.workspace import load_mesh
+from dagmesh.orchestration.definitions import domain_definitions
+from dagmesh.orchestration.runner import workspace_context
 
 EXPECTED_CROSS_DOMAIN_EDGES = {
     ("sales/orders", "shipping/shipping_delays"),

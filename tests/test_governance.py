@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from dagmesh import Column, Domain
-from dagmesh.build import build_product
-from dagmesh.contracts.generate import dump, effective_contract
-from dagmesh.governance import GLOBAL_POLICIES, MeshView, policy_violations
-from dagmesh.resources import MeshStorage
-from dagmesh.spec import ColumnSpec, ProductSpec, python_spec
+from dagmesh.declarations.spec import ColumnSpec, ProductSpec, python_spec
+from dagmesh.engine.build import build_product
+from dagmesh.engine.contracts.generate import dump, effective_contract
+from dagmesh.engine.governance import GLOBAL_POLICIES, MeshView, policy_violations
+from dagmesh.orchestration.resources import MeshStorage
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "governance"
@@ -96,10 +96,10 @@ def _python(root: Path, home: Path, code: str) -> subprocess.CompletedProcess:
 REGISTER_FROM_CODE = """
 import sys
 from dagmesh import config
-from dagmesh.governance import MeshView
-from dagmesh.registration import domain_interfaces
-from dagmesh.registry import Registry
-from dagmesh.workspace import load_mesh
+from dagmesh.engine.governance import MeshView
+from dagmesh.engine.registration import domain_interfaces
+from dagmesh.engine.registry import Registry
+from dagmesh.engine.workspace import load_mesh
 mesh = MeshView.build(load_mesh())
 registry = Registry(config.registry_dir())
 for name in sys.argv[1:]:
@@ -213,10 +213,10 @@ def _publish_good(root: Path, home: Path) -> None:
 import sys
 sys.path.insert(0, {str(root)!r})
 from gov.alpha.products import alpha
-from dagmesh.build import build_product
-from dagmesh.contracts.generate import effective_contract
-from dagmesh.resources import MeshStorage
-from dagmesh.spec import python_spec
+from dagmesh.engine.build import build_product
+from dagmesh.engine.contracts.generate import effective_contract
+from dagmesh.orchestration.resources import MeshStorage
+from dagmesh.declarations.spec import python_spec
 product = alpha.products["good"]
 contract = effective_contract(alpha, python_spec(product))
 result = build_product(product, MeshStorage(home={str(home)!r}), "run1", contract=contract)

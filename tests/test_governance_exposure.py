@@ -10,8 +10,13 @@ from dataclasses import replace
 import pytest
 
 from dagmesh import Domain
-from dagmesh.governance import EXPOSURE_POLICIES, MeshView, exposure_advice, policy_violations
-from dagmesh.spec import ColumnSpec, ProductSpec
+from dagmesh.declarations.spec import ColumnSpec, ProductSpec
+from dagmesh.engine.governance import (
+    EXPOSURE_POLICIES,
+    MeshView,
+    exposure_advice,
+    policy_violations,
+)
 
 BARE = ProductSpec(
     "shop",

@@ -25,15 +25,16 @@ import duckdb
 import pandas as pd
 import pytest
 
-from dagmesh import Column, Domain, Landing, ProductContext, audit_log, pii
-from dagmesh.assets import product_asset
-from dagmesh.build import build_product
-from dagmesh.context import OutputNameError
-from dagmesh.governance import MeshView, policy_violations
-from dagmesh.grants import GrantDeniedError
-from dagmesh.landing import SourceFileError
-from dagmesh.resources import MeshStorage
-from dagmesh.storage import MeshStore
+from dagmesh import Column, Domain, Landing, ProductContext, pii
+from dagmesh.engine import audit_log
+from dagmesh.engine.build import build_product
+from dagmesh.engine.context import OutputNameError
+from dagmesh.engine.governance import MeshView, policy_violations
+from dagmesh.engine.grants import GrantDeniedError
+from dagmesh.engine.landing import SourceFileError
+from dagmesh.engine.storage import MeshStore
+from dagmesh.orchestration.assets import product_asset
+from dagmesh.orchestration.resources import MeshStorage
 
 SECRET_EMAIL = "ann@secret.example"
 ORDERS_ROWS = 3
@@ -616,7 +617,7 @@ def test_lint_and_the_code_location_refuse_hostile_landing_paths(tmp_path: Path)
             "    sql='select email from loot')\n"
         )
         (package / "definitions.py").write_text(
-            "from dagmesh.definitions import domain_definitions\n"
+            "from dagmesh.orchestration.definitions import domain_definitions\n"
             f"from evil.{name}.products import {name}\n"
             f"defs = domain_definitions({name})\n"
         )
@@ -659,7 +660,7 @@ def test_a_dbt_model_reading_by_path_fails_and_its_siblings_publish(
     raw file by path fails naming itself and the path (recorded as denied);
     so does one whose hook tries to undo the lock; a seed and a model
     reading a granted port source publish."""
-    from dagmesh.dbt.assets import dbt_domain_assets
+    from dagmesh.orchestration.dbt.assets import dbt_domain_assets
 
     root = tmp_path / "project"
     project = root / "dbt_projects" / "spies"

@@ -24,10 +24,10 @@ from dagster import DagsterEvent, DagsterEventType, DagsterInstance, DagsterRunS
 from dagster._core.events import EngineEventData
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
-from dagmesh.dbt.run import pool_name
-from dagmesh.dead_runs import run_worker, sweep_dead_runs, worker_alive
-from dagmesh.runner import launch_run, materialize, workspace_context
-from dagmesh.storage import OutputPort
+from dagmesh.engine.storage import OutputPort
+from dagmesh.orchestration.dbt.run import pool_name
+from dagmesh.orchestration.dead_runs import run_worker, sweep_dead_runs, worker_alive
+from dagmesh.orchestration.runner import launch_run, materialize, workspace_context
 
 FINANCE_POOL = pool_name("finance")
 FINANCE_DBT = [

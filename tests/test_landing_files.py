@@ -8,10 +8,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dagmesh.assets import product_asset
-from dagmesh.build import build_product
-from dagmesh.landing import SourceFileError
-from dagmesh.resources import MeshStorage
+from dagmesh.engine.build import build_product
+from dagmesh.engine.landing import SourceFileError
+from dagmesh.orchestration.assets import product_asset
+from dagmesh.orchestration.resources import MeshStorage
 from domains.sales.products import sales
 from domains.shipping.products import shipping
 

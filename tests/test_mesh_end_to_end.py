@@ -10,7 +10,7 @@ import pandas as pd
 from dagster import AssetKey, DagsterInstance
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 
-from dagmesh.runner import MATERIALIZATION_TAG
+from dagmesh.orchestration.runner import MATERIALIZATION_TAG
 from tests.conftest import port_file, query
 
 ALL_PRODUCTS = {

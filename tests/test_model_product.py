@@ -20,12 +20,12 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from dagmesh import Column, Domain
-from dagmesh.assets import product_asset
-from dagmesh.audit import AuditOutcome
-from dagmesh.contracts.checks import rule_problems, run_quality_rules
-from dagmesh.contracts.generate import effective_contract
-from dagmesh.contracts.model import Contract, QualityRule, SchemaObject
-from dagmesh.learning import (
+from dagmesh.declarations.contract import Contract, QualityRule, SchemaObject
+from dagmesh.declarations.spec import python_spec
+from dagmesh.engine.checks import AuditOutcome
+from dagmesh.engine.contracts.generate import effective_contract
+from dagmesh.engine.contracts.rules import rule_problems, run_quality_rules
+from dagmesh.engine.learning import (
     DRIFT_CHECK,
     MODEL_FILE,
     ModelLoadError,
@@ -33,9 +33,9 @@ from dagmesh.learning import (
     population_stability,
     training_profile,
 )
-from dagmesh.resources import MeshStorage
-from dagmesh.spec import python_spec
-from dagmesh.storage import OutputPort
+from dagmesh.engine.storage import OutputPort
+from dagmesh.orchestration.assets import product_asset
+from dagmesh.orchestration.resources import MeshStorage
 from domains.shipping.products import shipping
 from tests.conftest import REPO, port_file, query
 

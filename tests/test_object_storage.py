@@ -19,14 +19,15 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from dagmesh import Column, Domain, Landing, audit_log, config, extensions, pii
-from dagmesh.access import refused
-from dagmesh.build import build_product
+from dagmesh import Column, Domain, Landing, config, pii
 from dagmesh.config import Profile, SettingError
-from dagmesh.grants import GrantDeniedError
-from dagmesh.objectstore import ObjectAccessDeniedError, ObjectStore, S3OutputPort
-from dagmesh.publish import AuditRecordError
-from dagmesh.storage import MeshStore
+from dagmesh.engine import audit_log, extensions
+from dagmesh.engine.access import refused
+from dagmesh.engine.build import build_product
+from dagmesh.engine.grants import GrantDeniedError
+from dagmesh.engine.objectstore import ObjectAccessDeniedError, ObjectStore, S3OutputPort
+from dagmesh.engine.publish import AuditRecordError
+from dagmesh.engine.storage import MeshStore
 from tests.servers import SeaweedS3, s3_server
 
 SECRET_EMAIL = "ann@secret.example"
@@ -374,8 +375,8 @@ def test_a_dagster_run_on_the_profile_publishes_to_s3(mesh: Mesh, monkeypatch, t
     product assets, materialized by Dagster, publish pointers on S3."""
     import dagster as dg
 
-    from dagmesh.assets import product_asset
-    from dagmesh.resources import MeshStorage
+    from dagmesh.orchestration.assets import product_asset
+    from dagmesh.orchestration.resources import MeshStorage
 
     project = tmp_path / "project"
     project.mkdir()
@@ -419,7 +420,7 @@ def test_a_dagster_run_on_the_profile_publishes_to_s3(mesh: Mesh, monkeypatch, t
     ],
 )
 def test_a_broken_pointer_is_named_and_a_consumer_is_not_built(mesh: Mesh, pointer, message):
-    from dagmesh.storage import PortBrokenError
+    from dagmesh.engine.storage import PortBrokenError
 
     _build_all(mesh)
     good = mesh.port("finance/revenue").require_current().version

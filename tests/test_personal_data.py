@@ -30,13 +30,13 @@ import pandas as pd
 import pytest
 
 from dagmesh import Column, Domain, Landing, ProductContext, pii
-from dagmesh.alerts import run_failure_alert_sensor, send_alert
-from dagmesh.assets import product_asset
 from dagmesh.config import SettingError, alert_webhook_url
-from dagmesh.privacy import redact
-from dagmesh.product import Product
-from dagmesh.resources import MeshStorage
-from dagmesh.timestamps import define_timestamp_macros
+from dagmesh.declarations.product import Product
+from dagmesh.engine.privacy import redact
+from dagmesh.engine.timestamps import define_timestamp_macros
+from dagmesh.orchestration.alerts import run_failure_alert_sensor, send_alert
+from dagmesh.orchestration.assets import product_asset
+from dagmesh.orchestration.resources import MeshStorage
 from domains.customers.products import customers
 from domains.marketing.products import marketing
 from domains.sales.products import sales
@@ -449,7 +449,7 @@ def test_what_the_platform_creates_is_owner_only(materialized, mesh_home: Path):
 def test_hashed_emails_for_ad_platforms_are_private_and_nowhere_public(
     materialized, mesh_home: Path
 ):
-    from dagmesh.access import AccessDeniedError, read_port
+    from dagmesh.engine.access import AccessDeniedError, read_port
 
     info = json.loads(
         (mesh_home / "domains/marketing/ports/ad_audiences/current/version.json").read_text()
@@ -498,7 +498,7 @@ def test_a_webhook_url_with_a_control_character_is_refused_without_showing_it(
     assert "DAGMESH_ALERT_WEBHOOK_URL" in str(error.value)
     assert TOKEN not in str(error.value) and "127.0.0.1" not in str(error.value)
     caplog.set_level(logging.DEBUG)
-    from dagmesh.alerts import Alert
+    from dagmesh.orchestration.alerts import Alert
 
     send_alert(Alert("run_failure", "sales/orders", "it failed"))
     assert "not sent" in caplog.text and TOKEN not in caplog.text
@@ -519,7 +519,7 @@ def test_a_malformed_webhook_url_stops_the_cli_and_the_code_location(
     assert done.returncode == 2
     assert "DAGMESH_ALERT_WEBHOOK_URL" in done.stderr and TOKEN not in done.stderr + done.stdout
     monkeypatch.setenv("DAGMESH_ALERT_WEBHOOK_URL", url)
-    from dagmesh.definitions import domain_definitions
+    from dagmesh.orchestration.definitions import domain_definitions
 
     with pytest.raises(SettingError) as error:
         domain_definitions(people)
@@ -574,7 +574,7 @@ def test_dbt_output_in_the_compute_log_withholds_the_values_a_model_failed_on(
     """dagster-dbt re-prints dbt's log lines into the step's compute log (its
     stdout); dbt quotes the value a model failed on. The platform redacts
     those lines: the failing model is still named, the value is not."""
-    from dagmesh.dbt.assets import dbt_domain_assets
+    from dagmesh.orchestration.dbt.assets import dbt_domain_assets
 
     root = tmp_path / "project"
     project = root / "dbt_projects" / "leaky"

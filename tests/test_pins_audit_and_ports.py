@@ -19,17 +19,18 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from dagmesh import Column, Domain, Landing, audit_log
-from dagmesh.access import read_port
-from dagmesh.assets import product_asset
-from dagmesh.build import build_product
-from dagmesh.catalog import catalog_entry
-from dagmesh.port_health import port_violations
-from dagmesh.product import MAX_NAME_LENGTH, check_identifier
-from dagmesh.publish import AuditRecordError
-from dagmesh.resources import MeshStorage
-from dagmesh.spec import python_spec
-from dagmesh.storage import MeshStore, OutputPort, PortBrokenError
+from dagmesh import Column, Domain, Landing
+from dagmesh.declarations.product import MAX_NAME_LENGTH, check_identifier
+from dagmesh.declarations.spec import python_spec
+from dagmesh.engine import audit_log
+from dagmesh.engine.access import read_port
+from dagmesh.engine.build import build_product
+from dagmesh.engine.port_health import port_violations
+from dagmesh.engine.publish import AuditRecordError
+from dagmesh.engine.storage import MeshStore, OutputPort, PortBrokenError
+from dagmesh.orchestration.assets import product_asset
+from dagmesh.orchestration.resources import MeshStorage
+from dagmesh.tools.catalog import catalog_entry
 from tests.conftest import REPO
 
 DAGMESH = str(Path(sys.executable).with_name("dagmesh"))
@@ -119,7 +120,7 @@ PINNING_READER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from dagmesh.access import read_port
+    from dagmesh.engine.access import read_port
     read = read_port(Path(sys.argv[1]), "lab/reader", "lab/src", "reader-run")
     print(read.version.version, flush=True)
     time.sleep(600)
@@ -273,8 +274,8 @@ PUBLISH_LOOP = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from dagmesh.build import build_product
-    from dagmesh.storage import MeshStore
+    from dagmesh.engine.build import build_product
+    from dagmesh.engine.storage import MeshStore
     from tests.test_pins_audit_and_ports import _deliver, _lab
 
     home = Path(sys.argv[1])

@@ -24,7 +24,7 @@ from dagster import DagsterEventType, DagsterInstance
 from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
 
 from dagmesh.config import Profile
-from dagmesh.instance import dagster_yaml
+from dagmesh.orchestration.instance import dagster_yaml
 from tests.cli import BIN, dagmesh, flat, ok
 from tests.servers import Postgres, free_port, postgres_server
 
@@ -275,7 +275,7 @@ def test_the_queue_limits_every_domain_and_lets_one_go_higher(project: dict, mon
 def test_the_embedded_default_is_unchanged_and_comes_back(
     project: dict, tmp_path: Path, monkeypatch
 ):
-    from dagmesh.instance import EMBEDDED_DAGSTER_YAML, ensure_dagster_home
+    from dagmesh.orchestration.instance import EMBEDDED_DAGSTER_YAML, ensure_dagster_home
 
     monkeypatch.setenv("DAGMESH_PROJECT", str(project["root"]))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))

@@ -17,9 +17,9 @@ import duckdb
 import pytest
 
 from dagmesh import Column, Domain
-from dagmesh.definitions import domain_definitions
-from dagmesh.governance import GovernanceError
-from dagmesh.registry import MeshError, ProductInterface, Registry
+from dagmesh.engine.governance import GovernanceError
+from dagmesh.engine.registry import MeshError, ProductInterface, Registry
+from dagmesh.orchestration.definitions import domain_definitions
 from tests.cli import flat
 from tests.conftest import REPO
 
@@ -54,7 +54,7 @@ def test_registering_again_changes_nothing_and_a_change_is_written(mesh_home: Pa
     registry = Registry(tmp_path / "registry")
     shutil.copytree(mesh_home / "registry", registry.folder)
     before = {p.name: p.read_bytes() for p in registry.folder.iterdir()}
-    from dagmesh.registration import register_domains
+    from dagmesh.engine.registration import register_domains
 
     outcome = register_domains(registry)
     assert outcome.written == [] and not outcome.refused

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import AssetKey
 
-from dagmesh.runner import downstream_counts, ready_products
+from dagmesh.orchestration.runner import downstream_counts, ready_products
 
 A, B, C, D, E = (
     AssetKey(["sales", "a"]),

@@ -17,11 +17,12 @@ import dagster as dg
 import duckdb
 import pytest
 
-from dagmesh import Column, Domain, audit_log
-from dagmesh.access import AccessDeniedError
-from dagmesh.assets import product_asset
-from dagmesh.build import build_product
-from dagmesh.resources import MeshStorage
+from dagmesh import Column, Domain
+from dagmesh.engine import audit_log
+from dagmesh.engine.access import AccessDeniedError
+from dagmesh.engine.build import build_product
+from dagmesh.orchestration.assets import product_asset
+from dagmesh.orchestration.resources import MeshStorage
 from tests.conftest import REPO, TEST_PII_KEY
 from tests.test_contract_checks import BAD, _contract, _product
 

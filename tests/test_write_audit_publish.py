@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from dagmesh import Column, Domain, Landing
-from dagmesh.assets import product_asset
-from dagmesh.resources import MeshStorage
-from dagmesh.storage import OutputPort
+from dagmesh.engine.storage import OutputPort
+from dagmesh.orchestration.assets import product_asset
+from dagmesh.orchestration.resources import MeshStorage
 
 
 def _inventory(landing: Path) -> Domain:

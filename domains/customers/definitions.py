@@ -1,6 +1,6 @@
 """The customers domain's Dagster code location."""
 
-from dagmesh.definitions import domain_definitions
+from dagmesh.orchestration.definitions import domain_definitions
 from domains.customers.products import customers
 
 defs = domain_definitions(customers)

@@ -1,7 +1,7 @@
 """Customer products: profiles (personal data) and the customer 360."""
 
 from dagmesh import Column, Domain, Landing, pii
-from dagmesh.automation import on_cron, when_upstream_changes
+from dagmesh.orchestration.automation import on_cron, when_upstream_changes
 
 customers = Domain(
     "customers", owner="customer-experience", description="Customer profiles and the 360 view."

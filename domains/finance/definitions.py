@@ -1,6 +1,6 @@
 """The finance domain's Dagster code location."""
 
-from dagmesh.definitions import domain_definitions
+from dagmesh.orchestration.definitions import domain_definitions
 from domains.finance.products import finance
 
 defs = domain_definitions(finance)

@@ -1,7 +1,7 @@
 """Finance products: refunds (here) and the cost of delivery delays (dbt)."""
 
 from dagmesh import Column, Domain, Landing
-from dagmesh.automation import on_cron
+from dagmesh.orchestration.automation import on_cron
 
 # Refunds are ingested here; the cost of delays is built by the dbt project
 # dbt_projects/finance (delay_costs, weekly_delay_impact).

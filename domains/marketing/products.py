@@ -5,7 +5,7 @@ import re
 import pandas as pd
 
 from dagmesh import Column, Domain, Landing, ProductContext, pii
-from dagmesh.automation import on_cron, when_upstream_changes
+from dagmesh.orchestration.automation import on_cron, when_upstream_changes
 
 # Leads are ingested here; attribution and audiences are built by the dbt
 # project dbt_projects/marketing; the reverse ETL below sends the audiences.

@@ -1,7 +1,7 @@
 """Sales products: what customers ordered, and what it earned."""
 
 from dagmesh import Column, Domain, Landing
-from dagmesh.automation import on_cron, when_upstream_changes
+from dagmesh.orchestration.automation import on_cron, when_upstream_changes
 
 sales = Domain(
     "sales", owner="sales", description="The web shop's orders, order lines and revenue."

@@ -1,6 +1,6 @@
 """The shipping domain's Dagster code location."""
 
-from dagmesh.definitions import domain_definitions
+from dagmesh.orchestration.definitions import domain_definitions
 from domains.shipping.products import shipping
 
 defs = domain_definitions(shipping)

@@ -1,7 +1,7 @@
 """Shipping products: shipments, returns and delivery delays."""
 
 from dagmesh import Column, Domain, Landing
-from dagmesh.automation import on_cron, when_upstream_changes
+from dagmesh.orchestration.automation import on_cron, when_upstream_changes
 
 shipping = Domain(
     "shipping", owner="logistics", description="Shipments, returns and delivery delays."

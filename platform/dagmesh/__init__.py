@@ -10,7 +10,7 @@ contracts checked before an atomic publish to a versioned output port::
                       consumes=["orders", "order_items"], sql="SELECT ...")
 """
 
-from dagmesh.context import ProductContext
-from dagmesh.product import Column, Domain, Landing, Product, pii
+from dagmesh.declarations.product import Column, Domain, Landing, Product, pii
+from dagmesh.engine.context import ProductContext
 
 __all__ = ["Column", "Domain", "Landing", "Product", "ProductContext", "pii"]

@@ -91,7 +91,7 @@ def landing_dir() -> Path:
 
 def dagster_home() -> Path:
     """``DAGSTER_HOME`` if set, else ``$DAGMESH_HOME/dagster`` (created with a
-    dagster.yaml on first use by :func:`dagmesh.instance.ensure_dagster_home`)."""
+    dagster.yaml on first use by :func:`dagmesh.orchestration.instance.ensure_dagster_home`)."""
     if env := os.environ.get("DAGSTER_HOME"):
         return Path(env).resolve()
     return mesh_home() / "dagster"
@@ -484,3 +484,17 @@ def run_workspace_file() -> Path:
             )
         return path
     return workspace_file()
+
+
+# No network calls from dbt at run time (version check, usage stats), no telemetry.
+QUIET_ENV = {
+    "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    "DBT_VERSION_CHECK": "false",
+    "DAGSTER_DISABLE_TELEMETRY": "true",
+}
+
+
+def quiet_tools() -> None:
+    """Set :data:`QUIET_ENV` in this process (and so in its children)."""
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
