@@ -35,8 +35,9 @@ import pytest
 import yaml
 
 from dagmesh.engine.dbt.adoption import DbtPackagesError, refuse_packages, required_packages
+from tests.cli import flat as _flat
 from tests.conftest import REPO
-from tests.test_bring_your_own_dbt import Project, _fingerprint, _flat
+from tests.test_bring_your_own_dbt import Project, _fingerprint
 
 FIXTURES = REPO / "tests" / "fixtures" / "dbt"
 DBT = str(Path(sys.executable).with_name("dbt"))

@@ -24,8 +24,9 @@ import pytest
 import yaml
 
 from dagmesh.declarations.dbt_manifest import DbtGraphError, build_phases, own_source_producers
+from tests.cli import flat as _flat
 from tests.conftest import REPO
-from tests.test_bring_your_own_dbt import Project, _fingerprint, _flat
+from tests.test_bring_your_own_dbt import Project, _fingerprint
 
 FIXTURE = REPO / "tests" / "fixtures" / "dbt" / "ecom"
 DBT = str(Path(sys.executable).with_name("dbt"))
