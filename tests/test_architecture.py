@@ -117,3 +117,18 @@ def test_the_package_root_exports_declarations_only(imports):
     reached = _reaches(imports, "dagmesh")
     assert not reached & DAGSTER
     assert {layer(m) for m in reached if m in imports and m != "dagmesh"} <= set(LAYERS[:3])
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_platform_function_is_longer_than_a_screen():
+    """Each function of the platform fits in 60 lines, docstring included."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({lines})")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"

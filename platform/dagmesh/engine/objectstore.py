@@ -447,13 +447,7 @@ class S3OutputPort(OutputPort):
         if not (staging / DATA_FILE).is_file():
             raise FileNotFoundError(f"{self.ref}: staging {staging} holds no {DATA_FILE}")
         version = new_version_id(run_id)
-        # Regular files only: a link planted in staging is not followed out of it.
-        files = sorted(
-            p
-            for p in staging.rglob("*")
-            if p.is_file() and not p.is_symlink() and p.name != VERSION_FILE
-        )
-        placed = [(f, self._key_of(version, f.relative_to(staging))) for f in files]
+        placed = self._placement(staging, version)
         private = sorted(
             f.relative_to(staging).as_posix()
             for f, k in placed
@@ -489,6 +483,16 @@ class S3OutputPort(OutputPort):
         shutil.rmtree(staging, ignore_errors=True)  # uploaded: the local copy is done
         self.prune(keep, max_age)
         return version
+
+    def _placement(self, staging: Path, version: str) -> list[tuple[Path, str]]:
+        """Each staged file and the object key it goes to. Regular files
+        only: a link planted in staging is not followed out of it."""
+        files = sorted(
+            p
+            for p in staging.rglob("*")
+            if p.is_file() and not p.is_symlink() and p.name != VERSION_FILE
+        )
+        return [(f, self._key_of(version, f.relative_to(staging))) for f in files]
 
     def _key_of(self, version: str, relative: Path) -> str:
         name = relative.as_posix()

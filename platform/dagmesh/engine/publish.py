@@ -10,7 +10,7 @@ the port), record the publish in the audit log and read a preview."""
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,10 +175,25 @@ def publish_staged(
         "contract_version": contract.version if contract else None,
     }
     retention = contract.retention if contract else None
+    record_publish = _publish_recorder(mesh, port, run_id, record)
+    return port.publish(
+        staging,
+        run_id,
+        record,
+        keep=mesh.keep_versions,
+        max_age=retention,
+        record_publish=record_publish,
+    )
+
+
+def _publish_recorder(
+    mesh: MeshStore, port: Any, run_id: str, record: dict[str, Any]
+) -> Callable[[str], None]:
+    """What the port calls before a version becomes current: a publish that
+    cannot be recorded in the audit log does not happen (the port keeps its
+    last good version)."""
 
     def record_publish(version: str) -> None:
-        # Before the version becomes current: a publish that cannot be
-        # recorded does not happen (the port keeps its last good version).
         try:
             audit_log.record_publish(
                 mesh.home_path,
@@ -197,11 +212,4 @@ def publish_staged(
                 f"it was not published and {kept}. Fix the audit directory and re-run."
             ) from error
 
-    return port.publish(
-        staging,
-        run_id,
-        record,
-        keep=mesh.keep_versions,
-        max_age=retention,
-        record_publish=record_publish,
-    )
+    return record_publish

@@ -125,13 +125,12 @@ def check_specs(
     return specs
 
 
-def product_asset(product: Product, contract: Contract | None = None) -> dg.AssetsDefinition:
-    """The Dagster asset of a product: key ``[domain, name]``, deps on what it
-    consumes, blocking audit checks and the contract's quality rules, its
-    freshness SLA, and write–audit–publish as its body."""
-    key = dg.AssetKey(product.key_path)
-    builtin = audit_checks(python_spec(product))
-    specs = check_specs(key, builtin, contract)
+def _product_checks(
+    product: Product, key: dg.AssetKey, contract: Contract | None
+) -> list[dg.AssetCheckSpec]:
+    """The product's blocking audits and contract rules, and for a scoring
+    product its drift warning."""
+    specs = check_specs(key, audit_checks(python_spec(product)), contract)
     if product.scoring is not None:
         specs.append(
             dg.AssetCheckSpec(
@@ -142,10 +141,23 @@ def product_asset(product: Product, contract: Contract | None = None) -> dg.Asse
                 f"{product.scoring.model}'s training data (warns, never blocks).",
             )
         )
+    return specs
+
+
+def _tags(product: Product) -> dict[str, str]:
+    """The product's domain, access and PII tags, then its own."""
     tags = {f"{TAG_PREFIX}/domain": product.domain, f"{TAG_PREFIX}/access": product.access}
     if any(c.is_pii for c in product.columns):
         tags[f"{TAG_PREFIX}/pii"] = "true"
-    tags.update(product.tags)
+    return {**tags, **product.tags}
+
+
+def product_asset(product: Product, contract: Contract | None = None) -> dg.AssetsDefinition:
+    """The Dagster asset of a product: key ``[domain, name]``, deps on what it
+    consumes, blocking audit checks and the contract's quality rules, its
+    freshness SLA, and write–audit–publish as its body."""
+    key = dg.AssetKey(product.key_path)
+    specs = _product_checks(product, key, contract)
 
     @dg.asset(
         key=key,
@@ -154,7 +166,7 @@ def product_asset(product: Product, contract: Contract | None = None) -> dg.Asse
         group_name=product.domain,
         owners=[f"team:{product.owner}"],
         kinds=_kinds(product),
-        tags=tags,
+        tags=_tags(product),
         metadata=_definition_metadata(product, contract),
         check_specs=specs,
         freshness_policy=freshness_policy(contract),

@@ -29,6 +29,9 @@ from pathlib import Path
 
 import dagster as dg
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+
+# Private, no public equivalent: only the embedded launcher leaves a worker
+# whose death no monitor sees, and its runs carry their code server in this tag.
 from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.storage.tags import GRPC_INFO_TAG
 

@@ -74,10 +74,9 @@ def outcome_metadata(outcome: Outcome) -> dict[str, dg.MetadataValue]:
     }
 
 
-@dg.op(name=OP_NAME, out=dg.Out(dg.Nothing))
-def materialize_across_domains(context: dg.OpExecutionContext, config: MaterializeRequest):
-    """Materialize the requested products (with their upstream across
-    domains), one run per domain, and follow them to the end."""
+def _requested(config: MaterializeRequest) -> list[str]:
+    """The products the request names ([] for all of them); a Failure when it
+    names none or both."""
     if not config.products and not config.all_products:
         raise dg.Failure(
             "name products (DOMAIN/PRODUCT) in `products`, or set `all_products: true`",
@@ -88,6 +87,14 @@ def materialize_across_domains(context: dg.OpExecutionContext, config: Materiali
             "give either `products` or `all_products: true`, not both",
             metadata={"error": "request"},
         )
+    return [] if config.all_products else list(config.products)
+
+
+@dg.op(name=OP_NAME, out=dg.Out(dg.Nothing))
+def materialize_across_domains(context: dg.OpExecutionContext, config: MaterializeRequest):
+    """Materialize the requested products (with their upstream across
+    domains), one run per domain, and follow them to the end."""
+    refs = _requested(config)
     instance, run_id = context.instance, context.run_id
     launched: list[tuple[str, str, list[str]]] = []
 
@@ -107,7 +114,6 @@ def materialize_across_domains(context: dg.OpExecutionContext, config: Materiali
     def should_stop() -> bool:
         return instance.get_run_by_id(run_id).status in STOPPING
 
-    refs = [] if config.all_products else config.products
     try:
         outcome = materialize(
             refs,

@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
@@ -397,26 +398,19 @@ def materialize(
     should_stop: Callable[[], bool] | None = None,
     on_selected: Callable[[list[str]], None] | None = None,
 ) -> Outcome:
-    """Materialize products (all of them when ``refs`` is empty) across the
-    domains' code locations: one run per domain, once what it needs from
-    other domains is done.
-
-    ``on_progress(materialized, failed_or_skipped, total)`` is called as
-    products finish. Before launching and every :data:`SWEEP_SECONDS` while
-    runs go, runs left STARTED by a dead worker are marked failed and their
-    pool slots freed (:func:`dagmesh.orchestration.dead_runs.sweep_dead_runs`), so a
-    killed run never makes the next one wait forever; each is told to
-    ``on_notice`` and kept in ``Outcome.dead_runs``. At most ``max_runs`` runs go at once (default
-    ``DAGMESH_MAX_RUNS`` or the number of cores): each step's DuckDB already
-    uses every core, and more runs than cores only slow the critical path.
-    ``materialization_id`` (default: a new one) tags every run it launches
-    (``dagmesh/materialization``); ``on_launch(run_id, domain, products)``
-    hears of each launch. When ``should_stop()`` answers True (checked every
-    poll), nothing more is launched, the runs in progress are cancelled
-    through the run coordinator and the Outcome says ``cancelled``.
-    ``on_selected(products)`` hears what the selection resolved to.
-    Returns the :class:`Outcome`; raises MaterializeError when the selection
-    or the workspace is wrong.
+    """Materialize products (all when ``refs`` is empty) across the domains'
+    code locations: one run per domain, once what it needs from other domains
+    is done, at most ``max_runs`` at once (default ``DAGMESH_MAX_RUNS`` or the
+    cores: each step's DuckDB already uses every core). Every run is tagged
+    ``dagmesh/materialization=<materialization_id>`` (default: a new id).
+    Before launching and every :data:`SWEEP_SECONDS`, runs left STARTED by a
+    dead worker are failed and their pool slots freed
+    (:func:`~dagmesh.orchestration.dead_runs.sweep_dead_runs`), told to
+    ``on_notice`` and kept in ``Outcome.dead_runs``. Hooks: ``on_selected``
+    (what the selection resolved to), ``on_launch(run_id, domain, products)``,
+    ``on_progress(materialized, failed_or_skipped, total)``; when
+    ``should_stop()`` answers True, the runs in progress are cancelled (the
+    Outcome says ``cancelled``). MaterializeError: a wrong selection or workspace.
     """
     quiet_tools()
     ensure_dagster_home()
@@ -429,37 +423,20 @@ def materialize(
         _queue_ready(instance),
         workspace_context(instance, only) as context,
     ):
-        keys = select(context, refs, with_upstream)
-        graph = context.create_request_context().asset_graph
-        selected = set(keys)
-        progress = _Progress(
-            keys,
-            parents={k: {p for p in graph.get(k).parent_keys if p in selected} for k in keys},
-            location={k: graph.get_repository_handle(k).location_name for k in keys},
-        )
-        step_of = step_keys(graph, keys)
-        reach = downstream_counts(progress.parents)
-        outcome = Outcome(
-            materialization_id or uuid.uuid4().hex[:12], [product_ref(k) for k in keys]
-        )
-        tags = {MATERIALIZATION_TAG: outcome.materialization_id}
-        if not refs:
-            outcome.load_errors = load_errors(context)
+        keys, progress, step_of = _plan(context, refs, with_upstream)
+        outcome = Outcome(materialization_id or uuid.uuid4().hex[:12], list(map(product_ref, keys)))
+        outcome.load_errors = {} if refs else load_errors(context)
         if on_selected:
             on_selected(outcome.selected)
         deadline = time.monotonic() + timeout if timeout else None
         sweeper = _Sweeper(outcome, on_notice, finished=progress.finished)
+        reach = downstream_counts(progress.parents)
         while True:
             sweeper.sweep(instance)
             if should_stop and should_stop():
                 outcome.cancelled = cancel_runs(instance, list(progress.running))
                 break
-            for group in progress.ready_groups(reach)[: max(0, max_runs - len(progress.running))]:
-                run_id = launch_run(context, group, tags)
-                progress.running[run_id] = set(group)
-                outcome.run_ids.append(run_id)
-                if on_launch:
-                    on_launch(run_id, progress.location[group[0]], [product_ref(k) for k in group])
+            _launch_ready(context, progress, outcome, reach, max_runs, on_launch)
             if not progress.running:
                 break
             time.sleep(POLL_SECONDS)
@@ -468,6 +445,40 @@ def materialize(
             if deadline and time.monotonic() > deadline:
                 raise MaterializeError(f"materialization {outcome.materialization_id} timed out")
         return _finished(outcome, keys, progress.done)
+
+
+def _plan(
+    context: Any, refs: list[str], with_upstream: bool
+) -> tuple[list[AssetKey], _Progress, dict[AssetKey, str]]:
+    """The selected keys, their progress tracker (parents within the
+    selection, location of each) and the step key of each."""
+    keys = select(context, refs, with_upstream)
+    graph = context.create_request_context().asset_graph
+    selected = set(keys)
+    progress = _Progress(
+        keys,
+        parents={k: {p for p in graph.get(k).parent_keys if p in selected} for k in keys},
+        location={k: graph.get_repository_handle(k).location_name for k in keys},
+    )
+    return keys, progress, step_keys(graph, keys)
+
+
+def _launch_ready(
+    context: Any,
+    progress: _Progress,
+    outcome: Outcome,
+    reach: dict[AssetKey, int],
+    max_runs: int,
+    on_launch: Callable[[str, str, list[str]], None] | None,
+) -> None:
+    """Launch a run for each domain group whose inputs are done, up to ``max_runs`` at once."""
+    tags = {MATERIALIZATION_TAG: outcome.materialization_id}
+    for group in progress.ready_groups(reach)[: max(0, max_runs - len(progress.running))]:
+        run_id = launch_run(context, group, tags)
+        progress.running[run_id] = set(group)
+        outcome.run_ids.append(run_id)
+        if on_launch:
+            on_launch(run_id, progress.location[group[0]], [product_ref(k) for k in group])
 
 
 def cancel_runs(instance: DagsterInstance, run_ids: Iterable[str]) -> list[str]:

@@ -29,8 +29,7 @@ from typing import Any
 
 import dagster as dg
 import duckdb
-from dagster_dbt import DbtCliResource
-from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject
 from dbt import version as dbt_version
 from packaging import version
 
@@ -323,6 +322,7 @@ def _dbt_build(
     project: DomainDbtProject,
     state: Path,
     selected: set[str],
+    made_with: tuple[DagsterDbtTranslator, DbtProject],
 ) -> Iterator[Any]:
     """Run ``dbt build`` of the selection; yields dagster-dbt's other events
     and returns the :class:`DbtBuild` (models are published afterwards).
@@ -351,9 +351,7 @@ def _dbt_build(
         invocation = _invoke(dbt, project, state, ["build"], context=context)
         yield from _collect(context, project, invocation, build)
         return build
-    _, translator, dagster_project = get_manifest_and_translator_from_dbt_assets(
-        [context.assets_def]
-    )
+    translator, dagster_project = made_with
     for index, nodes in enumerate(phases):
         runnable = _runnable(build, nodes)
         # What cannot run leaves the phase (and its tests) before selecting.
@@ -518,10 +516,12 @@ def run_dbt_products(
     domain: Domain,
     contracts: Mapping[str, Contract | None],
     mesh: MeshStorage,
+    made_with: tuple[DagsterDbtTranslator, DbtProject],
 ) -> Iterator[Any]:
     """The body of a domain's dbt assets: pin inputs, ``dbt build``, run each
     built model's contract rules, publish what passed, then fail the step
-    naming everything that did not."""
+    naming everything that did not. ``made_with`` is the translator and
+    dagster-dbt project the assets were built with."""
     project = dbt_project(domain)
     home = mesh.home_path
     memory_limit = mesh.memory_limit or default_memory_limit()
@@ -537,7 +537,7 @@ def run_dbt_products(
     project.database_path(home).parent.mkdir(parents=True, exist_ok=True)
     try:
         started = time.perf_counter()
-        build = yield from _dbt_build(context, project, state, selected)
+        build = yield from _dbt_build(context, project, state, selected, made_with)
         context.log.info(f"dbt build of {project.name}: {time.perf_counter() - started:.1f}s")
         _record_unit_tests(context, project.domain, build)
 
@@ -586,6 +586,21 @@ def _publish_grant(mesh: MeshStorage, domain: str, pinned: PinnedInputs, state: 
     )
 
 
+@dataclass
+class _Publishing:
+    """What publishing one dbt build's models needs at hand."""
+
+    context: dg.AssetExecutionContext
+    domain: Domain
+    project: DomainDbtProject
+    build: DbtBuild
+    contracts: Mapping[str, Contract | None]
+    mesh: MeshStorage
+    pinned: PinnedInputs
+    con: duckdb.DuckDBPyConnection
+    grant: Grant
+
+
 def _publish_built(
     context: dg.AssetExecutionContext,
     domain: Domain,
@@ -603,54 +618,56 @@ def _publish_built(
     problems: list[Problem] = []
     config = {"memory_limit": memory_limit, "temp_directory": str(state / "tmp")}
     con = duckdb.connect(str(project.database_path(mesh.home_path)), read_only=True, config=config)
-    grant = _publish_grant(mesh, domain.name, pinned, state)
+    grant = replace(_publish_grant(mesh, domain.name, pinned, state), run_id=context.run.run_id)
     try:
         con.execute(f"ATTACH {literal(pinned.ports)} AS {PORTS_DATABASE} (READ_ONLY)")
-        lock(con, replace(grant, run_id=context.run.run_id))
+        lock(con, grant)
+        run = _Publishing(context, domain, project, build, contracts, mesh, pinned, con, grant)
         for key, dbt_metadata in build.built.items():
-            node = build.manifest["nodes"][_value(dbt_metadata["unique_id"])]
-            ref = "/".join(key.path)
-            failed = build.failed_blocking_tests(node["unique_id"])
-            if failed:
-                yield from build.checks.pop(key, [])
-                problems += [Problem(ref, _failed_test_message(con, ref, t, node)) for t in failed]
-                continue
-            checks = build.checks.pop(key, [])
-            parents = _parents_through_ephemeral(build.manifest, node["unique_id"])
-            inputs = dict(pinned.versions[uid] for uid in parents if uid in pinned.versions)
-            started = time.perf_counter()
-            spec = dbt_spec(domain, node, build.manifest, project.project_dir)
-            try:
-                published = _publish(
-                    con,
-                    mesh,
-                    key,
-                    spec,
-                    contracts.get(product_name(node)),
-                    node,
-                    context.run.run_id,
-                    inputs,
-                )
-            except duckdb.Error as error:
-                denied = refused(error, replace(grant, step=ref, run_id=context.run.run_id))
-                if denied is None:
-                    raise
-                yield from checks
-                problems.append(Problem(ref, str(denied)))
-                continue
-            checks += [check_result(key, o) for o in published.outcomes]
-            if not published.published:
-                yield from checks
-                problems += [Problem(ref, message) for message in published.violations]
-                continue
-            kept = ("Execution Duration", "unique_id", "status")
-            metadata = {k: v for k, v in dbt_metadata.items() if k in kept}
-            metadata.update(publication_metadata(published))
-            yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=checks)
-            context.log.info(f"published {ref} in {time.perf_counter() - started:.1f}s")
+            problems += yield from _publish_model(run, key, dbt_metadata)
     finally:
         con.close()
     return problems
+
+
+def _publish_model(
+    run: _Publishing, key: dg.AssetKey, dbt_metadata: Mapping[str, Any]
+) -> Iterator[Any]:
+    """Publish one built model unless a blocking dbt test failed; yield its
+    result and return its problems (none when it was published)."""
+    build = run.build
+    node = build.manifest["nodes"][_value(dbt_metadata["unique_id"])]
+    ref = "/".join(key.path)
+    checks = build.checks.pop(key, [])
+    failed = build.failed_blocking_tests(node["unique_id"])
+    if failed:
+        yield from checks
+        return [Problem(ref, _failed_test_message(run.con, ref, t, node)) for t in failed]
+    parents = _parents_through_ephemeral(build.manifest, node["unique_id"])
+    inputs = dict(run.pinned.versions[uid] for uid in parents if uid in run.pinned.versions)
+    started = time.perf_counter()
+    spec = dbt_spec(run.domain, node, build.manifest, run.project.project_dir)
+    contract = run.contracts.get(product_name(node))
+    try:
+        published = _publish(
+            run.con, run.mesh, key, spec, contract, node, run.context.run.run_id, inputs
+        )
+    except duckdb.Error as error:
+        denied = refused(error, replace(run.grant, step=ref))
+        if denied is None:
+            raise
+        yield from checks
+        return [Problem(ref, str(denied))]
+    checks += [check_result(key, o) for o in published.outcomes]
+    if not published.published:
+        yield from checks
+        return [Problem(ref, message) for message in published.violations]
+    kept = ("Execution Duration", "unique_id", "status")
+    metadata = {k: v for k, v in dbt_metadata.items() if k in kept}
+    metadata.update(publication_metadata(published))
+    yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=checks)
+    run.context.log.info(f"published {ref} in {time.perf_counter() - started:.1f}s")
+    return []
 
 
 def _fail(project: DomainDbtProject, problems: list[Problem], run_id: str) -> None:
