@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dagmesh.declarations.spec import ColumnSpec
-from dagmesh.engine.governance import MeshView
+from dagmesh.engine.mesh_view import MeshView
 from dagmesh.tools.catalog import Entry, domain_health, write_site
 from tests.conftest import REPO
 

@@ -18,7 +18,8 @@ from dagmesh import Column, Domain
 from dagmesh.declarations.spec import ColumnSpec, ProductSpec, python_spec
 from dagmesh.engine.build import build_product
 from dagmesh.engine.contracts.generate import dump, effective_contract
-from dagmesh.engine.governance import GLOBAL_POLICIES, MeshView, policy_violations
+from dagmesh.engine.governance import GLOBAL_POLICIES, policy_violations
+from dagmesh.engine.mesh_view import MeshView
 from dagmesh.orchestration.resources import MeshStorage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ def _python(root: Path, home: Path, code: str) -> subprocess.CompletedProcess:
 REGISTER_FROM_CODE = """
 import sys
 from dagmesh import config
-from dagmesh.engine.governance import MeshView
+from dagmesh.engine.mesh_view import MeshView
 from dagmesh.engine.registration import domain_interfaces
 from dagmesh.engine.registry import Registry
 from dagmesh.engine.workspace import load_mesh

@@ -13,10 +13,10 @@ from dagmesh import Domain
 from dagmesh.declarations.spec import ColumnSpec, ProductSpec
 from dagmesh.engine.governance import (
     EXPOSURE_POLICIES,
-    MeshView,
     exposure_advice,
     policy_violations,
 )
+from dagmesh.engine.mesh_view import MeshView
 
 BARE = ProductSpec(
     "shop",

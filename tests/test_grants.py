@@ -29,9 +29,10 @@ from dagmesh import Column, Domain, Landing, ProductContext, pii
 from dagmesh.engine import audit_log
 from dagmesh.engine.build import build_product
 from dagmesh.engine.context import OutputNameError
-from dagmesh.engine.governance import MeshView, policy_violations
+from dagmesh.engine.governance import policy_violations
 from dagmesh.engine.grants import GrantDeniedError
 from dagmesh.engine.landing import SourceFileError
+from dagmesh.engine.mesh_view import MeshView
 from dagmesh.engine.storage import MeshStore
 from dagmesh.orchestration.assets import product_asset
 from dagmesh.orchestration.resources import MeshStorage

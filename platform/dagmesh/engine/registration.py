@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from dagmesh.engine.governance import MeshView, policy_violations
+from dagmesh.engine.governance import policy_violations
+from dagmesh.engine.mesh_view import MeshView
 from dagmesh.engine.registry import MeshError, ProductInterface, Registry, fingerprint, interface_of
 from dagmesh.engine.workspace import load_mesh_tolerant, workspace_locations
 

@@ -25,8 +25,8 @@ from rich.table import Table
 from dagmesh.declarations.contract import Contract
 from dagmesh.declarations.spec import ColumnSpec, ProductSpec
 from dagmesh.engine.contracts.rules import quality_checks
-from dagmesh.engine.governance import MeshView
 from dagmesh.engine.learning import DRIFT_CHECK
+from dagmesh.engine.mesh_view import MeshView
 from dagmesh.engine.port_health import BROKEN, UNPUBLISHED, PortHealth, port_health
 from dagmesh.engine.publish import contract_text
 from dagmesh.engine.storage import OutputPort

@@ -372,7 +372,8 @@ def _print_advice(advice: list[Violation]) -> None:
 
 
 def _report_policies(domain: str) -> None:
-    from dagmesh.engine.governance import MeshView, exposure_advice, policy_violations
+    from dagmesh.engine.governance import exposure_advice, policy_violations
+    from dagmesh.engine.mesh_view import MeshView
     from dagmesh.engine.registration import register_domains
     from dagmesh.engine.registry import Registry
     from dagmesh.engine.workspace import load_mesh_tolerant
@@ -482,7 +483,7 @@ def catalog(
     freshness, last update, check results, consumers; health per domain."""
     import dagster as dg
 
-    from dagmesh.engine.governance import MeshView
+    from dagmesh.engine.mesh_view import MeshView
     from dagmesh.engine.registry import Registry
     from dagmesh.engine.workspace import load_mesh_tolerant
     from dagmesh.orchestration.instance import ensure_dagster_home
