@@ -80,6 +80,7 @@ class MeshDbtCli(DbtCliResource):
       dagmesh reads row counts and columns from the published Parquet file.
     """
 
+    # Private methods, overridden because dagster-dbt 0.29 has no setting for either.
     @cached_property
     def _cli_version(self) -> version.Version:
         return version.parse(dbt_version.__version__)
