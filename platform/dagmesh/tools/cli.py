@@ -590,6 +590,26 @@ def prepare() -> None:
         raise typer.Exit(1)
 
 
+@contextmanager
+def _phase(name: str) -> Iterator[None]:
+    """Print how long a phase of ``dagmesh dev`` took (what ``make run`` costs)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        console.print(f"[dim]phase {name}: {time.perf_counter() - started:.1f} s[/]")
+
+
+@contextmanager
+def _warn_on_exit(warning: str) -> Iterator[None]:
+    """Turn a command's non-zero exit into a warning: ``dev`` goes on."""
+    try:
+        yield
+    except typer.Exit as exit_:
+        if exit_.exit_code:
+            console.print(f"[yellow]{warning}[/]")
+
+
 @app.command()
 def dev(
     scale: Annotated[
@@ -603,20 +623,24 @@ def dev(
     from dagmesh.orchestration.instance import ensure_dagster_home
 
     if not (config.landing_dir() / "_truth.json").exists():
-        generate(scale=scale, seed=42)
-    try:
+        with _phase("generate"):
+            generate(scale=scale, seed=42)
+    with (
+        _phase("prepare"),
+        _warn_on_exit("a dbt project does not compile; its domain will not load"),
+    ):
         prepare()
-    except typer.Exit:
-        console.print("[yellow]a dbt project does not compile; its domain will not load[/]")
-    try:
+    with (
+        _phase("register"),
+        _warn_on_exit("a domain could not be registered; its consumers will not load"),
+    ):
         register(domains=None)
-    except typer.Exit:
-        console.print("[yellow]a domain could not be registered; its consumers will not load[/]")
-    try:
+    # Serve the UI anyway when something failed: it is where an operator looks.
+    with (
+        _phase("materialize"),
+        _warn_on_exit("the mesh did not fully materialize; the UI shows why"),
+    ):
         materialize(products=None, all_products=True, with_upstream=False)
-    except typer.Exit:
-        # Serve the UI anyway: it is where an operator looks into the failure.
-        console.print("[yellow]the mesh did not fully materialize; the UI shows why[/]")
     quiet_tools()
     ensure_dagster_home()
     from dagmesh.engine.workspace import mesh_workspace_file
