@@ -180,14 +180,45 @@ def check_settings() -> None:
     alert_webhook_url()
     _number(ALERT_WEBHOOK_TIMEOUT_ENV, float, 0.001)
     profile()
+    check_dbt_target_env()
 
 
+DBT_TARGET_ENV = "DAGMESH_DBT_TARGET"
 DEFAULT_DBT_TARGET = "embedded"
+# dbt on a PostgreSQL warehouse (dbt-postgres): its connection only ever from
+# these variables (the generated profile names them, never their values).
+POSTGRES_DBT_TARGET = "postgres"
+DBT_PG_ENV = {
+    "host": "DAGMESH_DBT_PG_HOST",
+    "port": "DAGMESH_DBT_PG_PORT",
+    "dbname": "DAGMESH_DBT_PG_DB",
+    "user": "DAGMESH_DBT_PG_USER",
+    "password": "DAGMESH_DBT_PG_PASSWORD",
+}
 
 
 def dbt_target() -> str:
-    """The dbt target runs use: ``DAGMESH_DBT_TARGET``, else ``embedded``."""
-    return os.environ.get("DAGMESH_DBT_TARGET") or DEFAULT_DBT_TARGET
+    """The dbt target runs use: ``DAGMESH_DBT_TARGET``, else the profile's
+    ``dbt_target``, else ``embedded`` (a DuckDB file per domain)."""
+    if env := os.environ.get(DBT_TARGET_ENV, "").strip():
+        return env
+    return profile().dbt_target or DEFAULT_DBT_TARGET
+
+
+def check_dbt_target_env() -> None:
+    """With the ``postgres`` dbt target selected, raise SettingError naming
+    every :data:`DBT_PG_ENV` variable that is unset or empty (never a value),
+    and one whose port is not a port number."""
+    if dbt_target() != POSTGRES_DBT_TARGET:
+        return
+    if missing := [env for env in DBT_PG_ENV.values() if not os.environ.get(env, "").strip()]:
+        raise SettingError(
+            f"dbt target {POSTGRES_DBT_TARGET} needs {', '.join(missing)} in the environment "
+            "(the warehouse's PostgreSQL connection; secrets are never read from files)"
+        )
+    port = _number(DBT_PG_ENV["port"], int, 1)
+    if port is not None and port > 65535:
+        raise SettingError(f"{DBT_PG_ENV['port']}={port} is not a port number (1-65535)")
 
 
 def tool_settings() -> dict[str, Any]:
@@ -222,7 +253,7 @@ PG_ENV = {
 PG_SECRETS = frozenset({"password"})
 _PROFILE_KEYS = frozenset(
     {"instance", "max_concurrent_runs", "domain_run_limit", "domain_run_limits", "workspace"}
-    | {"ports"}
+    | {"ports", "dbt_target"}
 )
 # Ports on S3-compatible object storage (``ports = "s3://bucket/prefix"``):
 # the endpoint and its options come from the profile's ``[...s3]`` table or,
@@ -257,6 +288,7 @@ class Profile:
     workspace: str | None = None
     ports: str | None = None
     s3: dict[str, str | bool] = field(default_factory=dict)
+    dbt_target: str | None = None
 
     @property
     def queued(self) -> bool:
@@ -329,6 +361,7 @@ def _checked_profile(name: str, table: Any) -> Profile:
         workspace=workspace,
         ports=_checked_ports(where, table.get("ports")),
         s3=_checked_s3(where, table.get("s3", {})),
+        dbt_target=_checked_dbt_target(where, table.get("dbt_target")),
         **{k: None if v is None else _limit(name, k, v) for k, v in optional.items()},
     )
 
@@ -353,6 +386,16 @@ def _checked_postgres(where: str, table: Any) -> dict[str, str | int]:
         elif not isinstance(value, str) or not value:
             raise SettingError(f"{where}: postgres.{key} must be a non-empty string")
     return dict(table)
+
+
+def _checked_dbt_target(where: str, value: Any) -> str | None:
+    """``dbt_target``: the dbt target of every domain's runs under this
+    profile (``postgres``, or one of ``[tool.dagmesh.dbt_targets]``)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SettingError(f"{where}: dbt_target must be a target name, e.g. 'postgres'")
+    return value.strip()
 
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")

@@ -22,6 +22,16 @@ class ExtensionMissingError(DagmeshError, RuntimeError):
     """A DuckDB extension dagmesh needs is not installed (or not for this DuckDB)."""
 
 
+# Extensions whose file is named otherwise than the extension (DuckDB knows
+# ``postgres`` as an alias of ``postgres_scanner``).
+FILE_NAMES = {"postgres": "postgres_scanner"}
+
+
+def file_name(extension: str) -> str:
+    """The extension's file name without ``.duckdb_extension``."""
+    return FILE_NAMES.get(extension, extension)
+
+
 def package_name(extension: str) -> str:
     """The wheel that ships ``extension`` (``httpfs`` -> ``duckdb-ext-httpfs``)."""
     return f"duckdb-ext-{extension}"
@@ -41,7 +51,7 @@ def extension_directory(extension: str) -> Path:
             f"{package} (pinned with duckdb=={duckdb.__version__}); dagmesh never downloads "
             "extensions at run time"
         ) from error
-    wanted = f"{extension}.duckdb_extension"
+    wanted = f"{file_name(extension)}.duckdb_extension"
     release = f"v{duckdb.__version__}"
     found = [f for f in files if f.name == wanted]
     for entry in found:
@@ -63,4 +73,4 @@ def load(con: duckdb.DuckDBPyConnection, extension: str) -> None:
     con.execute(f"SET extension_directory = {literal(str(folder))}")
     # Autoloading would try the network for anything else; switch it off.
     con.execute("SET autoinstall_known_extensions = false")
-    con.execute(f"LOAD {extension}")
+    con.execute(f"LOAD {file_name(extension)}")

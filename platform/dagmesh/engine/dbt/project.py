@@ -28,6 +28,7 @@ from dagmesh.config import QUIET_ENV, default_memory_limit
 from dagmesh.declarations.dbt_manifest import PORTS_DATABASE, is_ephemeral, product_name
 from dagmesh.declarations.product import Domain
 from dagmesh.engine.atomic import write_atomically
+from dagmesh.engine.dbt import postgres
 from dagmesh.errors import DagmeshError
 
 DEFAULT_TARGET = config.DEFAULT_DBT_TARGET
@@ -41,8 +42,17 @@ class DbtProjectError(DagmeshError, RuntimeError):
 
 
 def dbt_executable() -> str:
+    """dbt's command line next to this Python; for the ``postgres`` target
+    dagmesh's wrapper of it (:func:`dagmesh.engine.dbt.postgres.main`)."""
+    if on_postgres():
+        return postgres.dbt_executable()
     candidate = Path(sys.executable).with_name("dbt")
     return str(candidate) if candidate.exists() else "dbt"
+
+
+def on_postgres() -> bool:
+    """True when runs build on the PostgreSQL warehouse (``postgres`` target)."""
+    return selected_target() == postgres.TARGET
 
 
 def dbt_env(**extra: str) -> dict[str, str]:
@@ -72,8 +82,10 @@ class DomainDbtProject:
 
     @property
     def build_dir(self) -> Path:
-        """Prepared artifacts (manifest, partial parse) of this checkout."""
-        return config.project_root() / "build" / "dbt" / self.domain
+        """Prepared artifacts (manifest, partial parse) of this checkout; the
+        ``postgres`` target's apart (dbt-postgres names relations otherwise)."""
+        folder = "dbt-postgres" if on_postgres() else "dbt"
+        return config.project_root() / "build" / folder / self.domain
 
     @property
     def target_path(self) -> Path:
@@ -114,7 +126,12 @@ class DomainDbtProject:
         with the ``ports`` attachment, memory limit, threads and the plugin
         locking DuckDB to the run's grant (:mod:`dagmesh.engine.dbt.grant_plugin`)."""
         state = self.state_dir(home, self.domain)
-        return {
+        warehouse = (
+            {postgres.TARGET: postgres.profile_target(self.domain, threads)}
+            if on_postgres()
+            else {}
+        )
+        return warehouse | {
             name: {
                 "type": "duckdb",
                 "path": settings["path"],
@@ -151,6 +168,7 @@ class DomainDbtProject:
         parsing stays valid between runs."""
         state = self.state_dir(home, self.domain)
         (state / "tmp").mkdir(parents=True, exist_ok=True)
+        config.check_dbt_target_env()
         profile = {
             self.profile_name: {
                 "target": selected_target(),
@@ -167,12 +185,14 @@ class DomainDbtProject:
         return state
 
     def database_path(self, home: Path) -> Path:
-        """The DuckDB file the selected target (``DAGMESH_DBT_TARGET``) builds into."""
+        """The DuckDB file the selected target (``DAGMESH_DBT_TARGET``) builds
+        into (not for ``postgres``: its models are in the warehouse)."""
         paths = self._target_paths(home)
         target = selected_target()
         if target not in paths:
             raise DbtProjectError(
-                f"DAGMESH_DBT_TARGET={target!r} is not a dbt target; targets: {sorted(paths)}"
+                f"DAGMESH_DBT_TARGET={target!r} is not a dbt target; targets: "
+                f"{sorted([*paths, postgres.TARGET])}"
             )
         return Path(paths[target]["path"])
 
@@ -206,9 +226,10 @@ class DomainDbtProject:
                 "--log-path",
                 str(self.build_dir / "logs"),
             ]
+            extra = postgres.dbt_process_env(self.domain) if on_postgres() else {}
             done = subprocess.run(
                 command,
-                env=dbt_env(DBT_LOG_FORMAT="text", DBT_USE_COLORS="false"),
+                env=dbt_env(DBT_LOG_FORMAT="text", DBT_USE_COLORS="false", **extra),
                 capture_output=True,
                 text=True,
                 cwd=self.project_dir,

@@ -18,11 +18,12 @@ Runs of one domain's dbt project hold the Dagster pool ``dagmesh-dbt-<domain>``
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,8 @@ from dagmesh.engine.access import (
 )
 from dagmesh.engine.atomic import replaced_atomically
 from dagmesh.engine.checks import masked_select
-from dagmesh.engine.dbt.project import DomainDbtProject, dbt_executable, dbt_project
+from dagmesh.engine.dbt import postgres
+from dagmesh.engine.dbt.project import DomainDbtProject, dbt_executable, dbt_project, on_postgres
 from dagmesh.engine.grants import Grant, denial, lock
 from dagmesh.engine.privacy import redact, redacted_stdout
 from dagmesh.engine.publish import Publication, audit_and_publish
@@ -126,6 +128,7 @@ class PinnedInputs:
     versions: dict[str, tuple[str, str]]
     files: list[Path]
     ports: Path
+    by_product: dict[tuple[str, str], Path] = field(default_factory=dict)
 
 
 def _parents_through_ephemeral(
@@ -175,7 +178,7 @@ def pin_inputs(
         versions[uid] = (read.ref, read.version.version)
     ports = state / "ports.duckdb"
     write_ports(ports, files)
-    return PinnedInputs(versions, sorted(files.values()), ports)
+    return PinnedInputs(versions, sorted(files.values()), ports, files)
 
 
 def run_grant(project: DomainDbtProject, home: Path, pinned: PinnedInputs, run_id: str) -> Grant:
@@ -210,7 +213,10 @@ def _failed_test_message(
     sample = ""
     if test.get("compiled_code"):
         try:
-            rel = con.sql(f"SELECT * FROM ({test['compiled_code']}) AS failing LIMIT {SAMPLE_ROWS}")
+            sql = test["compiled_code"]
+            if on_postgres():
+                sql = postgres.failing_rows_query(sql)
+            rel = con.sql(f"SELECT * FROM ({sql}) AS failing LIMIT {SAMPLE_ROWS}")
             rows = rel.select(masked_select(rel.columns, personal)).fetchall()
             sample = "; failing rows (personal data masked): " + "; ".join(
                 str(dict(zip(rel.columns, row, strict=True))) for row in rows
@@ -535,8 +541,11 @@ def run_dbt_products(
     pinned = pin_inputs(project, mesh, selected, context.run.run_id)
     grant = run_grant(project, home, pinned, context.run.run_id)
     grant.write(project.grant_path(home, project.domain))
-    project.database_path(home).parent.mkdir(parents=True, exist_ok=True)
     try:
+        if on_postgres():
+            _load_into_warehouse(context, project, pinned)
+        else:
+            project.database_path(home).parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         build = yield from _dbt_build(context, project, state, selected, made_with)
         context.log.info(f"dbt build of {project.name}: {time.perf_counter() - started:.1f}s")
@@ -558,6 +567,27 @@ def run_dbt_products(
     ]
     if problems or not build.succeeded:
         _fail(project, problems, context.run.run_id)
+
+
+def _load_into_warehouse(
+    context: dg.AssetExecutionContext, project: DomainDbtProject, pinned: PinnedInputs
+) -> None:
+    """The ``postgres`` target: load the pinned versions into the domain's
+    ports schema, where its dbt run's port sources resolve."""
+    started = time.perf_counter()
+    try:
+        loaded = postgres.load_inputs(project.domain, pinned.by_product)
+    except duckdb.Error as error:
+        raise dg.Failure(
+            description=f"dbt build of domain {project.domain} ({project.name}): the pinned "
+            f"inputs could not be loaded into the warehouse; nothing was published.\n"
+            f"{redact(str(error), lines=4)}"
+        ) from None
+    os.environ.update(postgres.dbt_process_env(project.domain))  # the dbt subprocess reads it
+    context.log.info(
+        f"loaded {len(loaded)} pinned inputs ({sum(i.rows for i in loaded)} rows) into "
+        f"{postgres.ports_schema(project.domain)} in {time.perf_counter() - started:.1f}s"
+    )
 
 
 def _denied(build: DbtBuild, grant: Grant, domain: str) -> list[Problem]:
@@ -618,9 +648,15 @@ def _publish_built(
     project = dbt_project(domain)
     problems: list[Problem] = []
     config = {"memory_limit": memory_limit, "temp_directory": str(state / "tmp")}
-    con = duckdb.connect(str(project.database_path(mesh.home_path)), read_only=True, config=config)
+    if on_postgres():
+        con = duckdb.connect(config=config)
+    else:
+        database = str(project.database_path(mesh.home_path))
+        con = duckdb.connect(database, read_only=True, config=config)
     grant = replace(_publish_grant(mesh, domain.name, pinned, state), run_id=context.run.run_id)
     try:
+        if on_postgres():
+            postgres.attach(con, read_only=True)  # before the lock: it loads an extension
         con.execute(f"ATTACH {literal(pinned.ports)} AS {PORTS_DATABASE} (READ_ONLY)")
         lock(con, grant)
         run = _Publishing(context, domain, project, build, contracts, mesh, pinned, con, grant)
@@ -703,10 +739,13 @@ def _publish(
     store = mesh.store()
     staging = store.port(*key.path).start_staging(run_id)
     try:
-        con.execute(
-            f"COPY (SELECT * FROM {node['relation_name']}) TO {literal(staging / DATA_FILE)} "
-            "(FORMAT parquet, COMPRESSION zstd)"
-        )
+        if on_postgres():
+            postgres.copy_relation(con, node, staging / DATA_FILE)
+        else:
+            con.execute(
+                f"COPY (SELECT * FROM {node['relation_name']}) TO {literal(staging / DATA_FILE)} "
+                "(FORMAT parquet, COMPRESSION zstd)"
+            )
         return audit_and_publish(
             con,
             store,
