@@ -165,7 +165,9 @@ def test_the_models_are_in_the_domains_schema_and_the_inputs_in_its_ports_schema
         "finance__ports.finance__refunds",
     }
     # The loaded input is the pinned published version, row for row.
-    record = json.loads((home / "domains/finance/ports/delay_costs/current/version.json").read_text())
+    record = json.loads(
+        (home / "domains/finance/ports/delay_costs/current/version.json").read_text()
+    )
     shipping = Path(port_file(home, "shipping/shipping_delays")).resolve().parent.name
     assert record["inputs"]["shipping/shipping_delays"] == shipping
     rows = query(f"SELECT count(*) FROM '{port_file(home, 'shipping/shipping_delays')}'")[0][0]
@@ -223,7 +225,8 @@ def _publish_duplicate_delay(home: Path) -> None:
     con = duckdb.connect()
     con.execute(
         f"COPY (SELECT * FROM '{current.data_file}' UNION ALL "
-        f"(SELECT * FROM '{current.data_file}' WHERE is_delayed LIMIT 1)) TO '{data}.new'"
+        f"(SELECT * FROM '{current.data_file}' WHERE is_delayed LIMIT 1)) "
+        f"TO '{data}.new' (FORMAT parquet)"
     )
     con.close()
     os.replace(f"{data}.new", data)
@@ -241,6 +244,5 @@ def test_a_failing_dbt_test_on_postgres_keeps_the_last_good_version(built: dict,
     assert "failing rows (personal data masked)" in message
     for ref in FINANCE:
         assert Path(port_file(home, ref)).resolve() == good[ref], ref
-        assert query(f"SELECT count(*) FROM '{port_file(home, ref)}'")[0][0] == (
-            built["postgres"][ref]["rows"]
-        )
+        rows = query(f"SELECT count(*) FROM '{port_file(home, ref)}'")[0][0]
+        assert rows == built["postgres"][ref]["rows"], ref
