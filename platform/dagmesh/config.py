@@ -276,7 +276,8 @@ class Profile:
     profile with ``max_concurrent_runs`` or a domain run limit queues runs
     (Dagster's QueuedRunCoordinator: the daemon starts them within the
     limits); ``workspace`` is the workspace file runs load (e.g. one
-    ``grpc_server`` per domain), relative to the project.
+    ``grpc_server`` per domain), relative to the project; ``dbt_target``
+    the dbt target of every domain's runs (``DAGMESH_DBT_TARGET`` wins).
     """
 
     name: str

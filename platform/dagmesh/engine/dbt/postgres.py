@@ -192,7 +192,8 @@ def _ports_relation() -> type:
         named as its pinned table in the consumer's ports schema."""
 
         @classmethod
-        def create(cls, database=None, schema=None, identifier=None, type=None, **kwargs):  # noqa: A002, ANN001, ANN206
+        def create(cls, database=None, schema=None, identifier=None, type=None, **kwargs):
+            # dbt-adapters' signature (``type`` included), which dbt calls by keyword.
             consumer = os.environ.get(PORTS_SCHEMA_ENV)
             if database == PORTS_DATABASE and schema and identifier and consumer:
                 database, schema, identifier = None, consumer, ports_table(schema, identifier)

@@ -12,6 +12,10 @@
    other domains) as the product's new version. A failed test or blocking
    rule publishes nothing: consumers keep reading the last good version.
 
+On the ``postgres`` dbt target (:mod:`dagmesh.engine.dbt.postgres`) step 1
+also loads the pinned versions into the domain's ports schema in the
+warehouse, step 2 builds there, and step 3 reads each model from there.
+
 Runs of one domain's dbt project hold the Dagster pool ``dagmesh-dbt-<domain>``
 (limit 1), so no two processes ever open its DuckDB file at once.
 """
