@@ -432,3 +432,139 @@ def test_a_broken_pointer_is_named_and_a_consumer_is_not_built(mesh: Mesh, point
     with pytest.raises(PortBrokenError):
         build_product(_finance().products["revenue"], mesh.store(), "after-break")
     assert mesh.port("finance/revenue").require_current().version == good
+
+
+# -- dbt products on object storage ---------------------------------------------------
+
+CONTACT_EMAIL = "zoe@contacts.example"
+
+
+def _dbt_finance(root: Path, mesh: Mesh) -> Domain:
+    """A finance domain built with dbt: a model reading sales/orders from its
+    port on S3 (tested not null), and a seed holding personal data."""
+    project = root / "dbt_projects" / "finance"
+    (project / "models").mkdir(parents=True)
+    (project / "seeds").mkdir()
+    (project / "dbt_project.yml").write_text(
+        "name: ledger\nversion: '1.0.0'\nconfig-version: 2\nprofile: ledger\n"
+        "models:\n  ledger:\n    +materialized: table\n"
+    )
+    (project / "seeds" / "contacts.csv").write_text(
+        f"customer_id,email\n1,{CONTACT_EMAIL}\n2,b@x.org\n"
+    )
+    (project / "seeds" / "_seeds.yml").write_text(
+        "version: 2\nseeds:\n  - name: contacts\n    columns:\n      - name: email\n"
+        "        meta:\n          classification: pii\n"
+    )
+    (project / "models" / "_models.yml").write_text(
+        "version: 2\nsources:\n  - name: sales\n    database: ports\n    schema: sales\n"
+        "    tables:\n      - name: orders\n"
+        "models:\n  - name: revenue_by_customer\n    columns:\n      - name: customer_id\n"
+        "        data_tests: [not_null]\n"
+    )
+    (project / "models" / "revenue_by_customer.sql").write_text(
+        "select customer_id, count(*)::bigint as orders, sum(amount)::bigint as revenue\n"
+        "from {{ source('sales', 'orders') }} group by customer_id\n"
+    )
+    (root / "workspace.yaml").write_text("load_from: []\n")
+    (root / "pyproject.toml").write_text(
+        f'[tool.dagmesh.profiles.objects]\nports = "{mesh.s3.ports}"\n'
+    )
+    return Domain("finance", owner="fin", description="Money, with dbt.", dbt_project=str(project))
+
+
+def _materialize_dbt(domain: Domain, mesh: Mesh) -> tuple[bool, str, float]:
+    """A real Dagster run of ``domain``'s dbt assets: (success, failure message, seconds)."""
+    import time
+
+    import dagster as dg
+
+    from dagmesh.orchestration.dbt.assets import dbt_domain_assets
+    from dagmesh.orchestration.resources import MeshStorage
+
+    started = time.perf_counter()
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [dbt_domain_assets(domain, {})],
+            resources={"mesh": MeshStorage(home=str(mesh.home))},
+            instance=instance,
+            raise_on_error=False,
+        )
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failures[0].step_failure_data.error.message if failures else ""
+    return result.success, message, time.perf_counter() - started
+
+
+def _read_current(mesh: Mesh, reader: str, ref: str) -> tuple[str, list[tuple]]:
+    """What a plain DuckDB (no dagmesh port code) with ``reader``'s identity
+    reads: the pointer ``current.json``, then that version's data.parquet."""
+    con = duckdb.connect()
+    mesh.store().objects.attach(con, reader)
+    root = f"s3://{mesh.s3.bucket}/{mesh.s3.prefix}/published/{ref}"
+    [(version,)] = con.sql(f"SELECT version FROM read_json('{root}/current.json')").fetchall()
+    rows = con.sql(f"FROM '{root}/versions/{version}/data.parquet' ORDER BY ALL").fetchall()
+    return version, rows
+
+
+def test_a_dbt_domain_reads_s3_ports_and_publishes_its_models_to_s3(
+    mesh: Mesh, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """dbt pins its input through the pointer with its own identity, builds,
+    and publishes each model through the shared path to S3; a failing dbt
+    test keeps the last good version current; another domain's identity is
+    refused the dbt domain's private objects."""
+    root = tmp_path / "project"
+    finance = _dbt_finance(root, mesh)
+    monkeypatch.setenv("DAGMESH_PROJECT", str(root))
+    monkeypatch.setenv("DAGMESH_PROFILE", "objects")
+    for product in _sales().products.values():
+        assert build_product(product, mesh.store(), "sales-1").published
+    orders = mesh.port("sales/orders").require_current().version
+
+    ok, message, seconds = _materialize_dbt(finance, mesh)
+    assert ok, message
+    print(f"\ndbt run on S3 ports (pin, build, publish 2 products): {seconds:.1f}s")
+    revenue = mesh.port("finance/revenue_by_customer", reader="sales").require_current()
+    assert revenue.info()["inputs"] == {"sales/orders": orders}
+    # A consumer's plain DuckDB reads it through the pointer with its own identity.
+    version, rows = _read_current(mesh, "sales", "finance/revenue_by_customer")
+    assert version == revenue.version
+    assert rows == [("1", 2, 15), ("2", 1, 20)]
+    # The read of sales/orders was pinned through S3 and recorded.
+    reads = audit_log.query(mesh.home, event="read")
+    assert ("finance/revenue_by_customer", "sales/orders", orders) in {
+        (r["consumer"], r["product"], r["version"]) for r in reads
+    }
+    # No port of the dbt domain on local disk: versions and pointers are objects.
+    assert not list(mesh.home.glob("domains/*/ports/*/versions"))
+    assert not list(mesh.home.glob("domains/*/ports/*/current"))
+
+    # The seed's personal data: masked for others, raw only under private/finance.
+    contacts = mesh.port("finance/contacts").require_current()
+    raw = f"{mesh.s3.prefix}/private/finance/contacts/versions/{contacts.version}/raw.parquet"
+    assert CONTACT_EMAIL in str(mesh.parquet(raw))
+    _, published = _read_current(mesh, "sales", "finance/contacts")
+    assert CONTACT_EMAIL not in str(published) and len(published) == 2
+    plain = mesh.s3.client("sales")
+    with pytest.raises(plain.exceptions.ClientError, match="AccessDenied"):
+        plain.get_object(Bucket=mesh.s3.bucket, Key=raw)
+    with pytest.raises(ObjectAccessDeniedError, match="S3 AccessDenied: domain sales"):
+        list(mesh.store().objects.keys("sales", f"{mesh.s3.prefix}/private/finance/"))
+    con = duckdb.connect()
+    mesh.store().objects.attach(con, "sales")
+    with pytest.raises(duckdb.Error, match="403"):
+        con.sql(f"FROM 's3://{mesh.s3.bucket}/{raw}'").fetchall()
+
+    # sales publishes an order without a customer: finance's not_null test
+    # fails, revenue_by_customer keeps its last good version on S3.
+    (mesh.home / "landing/shop/orders/o2.csv").write_text(
+        "order_id,customer_id,amount\nD,,7\n"
+    )
+    assert build_product(_sales().products["orders"], mesh.store(), "sales-2").published
+    ok, message, _ = _materialize_dbt(finance, mesh)
+    assert not ok
+    assert "finance/revenue_by_customer: dbt test not_null_revenue_by_customer_customer_id" in (
+        message
+    )
+    assert _read_current(mesh, "sales", "finance/revenue_by_customer") == (version, rows)
+    assert [v.version for v in mesh.port("finance/revenue_by_customer").versions()] == [version]

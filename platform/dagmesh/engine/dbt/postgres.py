@@ -130,15 +130,21 @@ class LoadedInput:
     rows: int
 
 
-def load_inputs(domain: str, files: Mapping[tuple[str, str], Path]) -> list[LoadedInput]:
+def load_inputs(
+    domain: str, files: Mapping[tuple[str, str], Path | str], store: Any = None
+) -> list[LoadedInput]:
     """Replace ``<domain>__ports`` in the warehouse by one table per pinned
-    version (``files``: (domain, product) → its Parquet file), in one
+    version (``files``: (domain, product) → its Parquet file, or its object
+    URL when ``store`` (a :class:`~dagmesh.engine.storage.MeshStore`) keeps
+    the ports on object storage: read with ``domain``'s identity), in one
     transaction: a failure leaves the previous inputs as they were."""
     schema = ports_schema(domain)
     con = duckdb.connect()
     loaded = []
     try:
         attach(con)
+        if store is not None and store.objects is not None:
+            store.objects.attach(con, domain)
         con.execute(f"CALL postgres_execute({literal(WAREHOUSE)}, {literal(_drop(schema))})")
         con.execute(
             f"CALL postgres_execute({literal(WAREHOUSE)}, "

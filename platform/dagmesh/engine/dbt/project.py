@@ -153,7 +153,10 @@ class DomainDbtProject:
                 "plugins": [
                     {
                         "module": GRANT_PLUGIN,
-                        "config": {"grant_file": str(self.grant_path(home, self.domain))},
+                        "config": {
+                            "grant_file": str(self.grant_path(home, self.domain)),
+                            "domain": self.domain,  # its S3 identity, on object storage
+                        },
                     }
                 ],
             }

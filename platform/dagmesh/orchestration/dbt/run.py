@@ -65,10 +65,12 @@ from dagmesh.engine.checks import masked_select
 from dagmesh.engine.dbt import postgres
 from dagmesh.engine.dbt.project import DomainDbtProject, dbt_executable, dbt_project, on_postgres
 from dagmesh.engine.grants import Grant, denial, lock
+from dagmesh.engine.objectstore import denied as record_denied
+from dagmesh.engine.objectstore import duckdb_refusal, object_target
 from dagmesh.engine.privacy import redact, redacted_stdout
 from dagmesh.engine.publish import Publication, audit_and_publish
 from dagmesh.engine.sql import ident, literal
-from dagmesh.engine.storage import DATA_FILE, release_pins
+from dagmesh.engine.storage import DATA_FILE, MeshStore, release_pins
 from dagmesh.orchestration.resources import MeshStorage
 from dagmesh.orchestration.results import alert_blocked, check_result, publication_metadata
 
@@ -108,11 +110,23 @@ class Problem:
     reason: str
 
 
-def write_ports(path: Path, files: dict[tuple[str, str], Path]) -> None:
-    """A DuckDB file of views ``<domain>.<product>`` over pinned Parquet versions."""
+def write_ports(
+    path: Path,
+    files: Mapping[tuple[str, str], Path | str],
+    store: MeshStore | None = None,
+    domain: str | None = None,
+) -> None:
+    """A DuckDB file of views ``<domain>.<product>`` over pinned Parquet versions.
+
+    With ports on object storage (``store.objects``) the files are ``s3://``
+    URLs, which DuckDB reads while it creates each view: its connection gets
+    httpfs and ``domain``'s (the consumer's) identity only. The file keeps no
+    secret: every connection that reads the views brings its own."""
     with replaced_atomically(path) as tmp:
         con = duckdb.connect(str(tmp))
         try:
+            if store is not None and store.objects is not None and domain:
+                store.objects.attach(con, domain)
             for domain, product in sorted(files):
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(domain)}")
                 con.execute(
@@ -130,9 +144,9 @@ class PinnedInputs:
     pinned files, and the ``ports`` database of views over them."""
 
     versions: dict[str, tuple[str, str]]
-    files: list[Path]
+    files: list[Path | str]  # local files, or object URLs (ports on object storage)
     ports: Path
-    by_product: dict[tuple[str, str], Path] = field(default_factory=dict)
+    by_product: dict[tuple[str, str], Path | str] = field(default_factory=dict)
 
 
 def _parents_through_ephemeral(
@@ -163,8 +177,13 @@ def pin_inputs(
     """Point the ``ports`` database at the current version of every port
     source the selected models read, through the platform's access control
     (a denied read fails the step and is recorded; granted cross-domain reads
-    are recorded); fail naming the product if one was never published."""
+    are recorded); fail naming the product if one was never published.
+
+    The ports are read through the mesh's store: on object storage each
+    version is pinned through its ``current.json`` with the domain's own
+    identity and the views read its ``s3://`` objects."""
     state = project.state_dir(mesh.home_path, project.domain)
+    store = mesh.store()
     manifest = project.manifest
     readers: dict[str, list[str]] = defaultdict(list)
     for uid in sorted(selected):
@@ -175,14 +194,14 @@ def pin_inputs(
         if uid not in readers:
             continue
         try:
-            read = read_port(mesh.home_path, readers[uid][0], f"{domain}/{product}", run_id)
+            read = read_port(mesh.home_path, readers[uid][0], f"{domain}/{product}", run_id, store)
         except (UpstreamNotPublishedError, AccessDeniedError) as error:
             raise dg.Failure(description=str(error)) from None
         files[(domain, product)] = read.file
         versions[uid] = (read.ref, read.version.version)
     ports = state / "ports.duckdb"
-    write_ports(ports, files)
-    return PinnedInputs(versions, sorted(files.values()), ports, files)
+    write_ports(ports, files, store, project.domain)
+    return PinnedInputs(versions, sorted(files.values(), key=str), ports, files)
 
 
 def run_grant(project: DomainDbtProject, home: Path, pinned: PinnedInputs, run_id: str) -> Grant:
@@ -547,7 +566,7 @@ def run_dbt_products(
     grant.write(project.grant_path(home, project.domain))
     try:
         if on_postgres():
-            _load_into_warehouse(context, project, pinned)
+            _load_into_warehouse(context, project, pinned, mesh)
         else:
             project.database_path(home).parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
@@ -574,13 +593,16 @@ def run_dbt_products(
 
 
 def _load_into_warehouse(
-    context: dg.AssetExecutionContext, project: DomainDbtProject, pinned: PinnedInputs
+    context: dg.AssetExecutionContext,
+    project: DomainDbtProject,
+    pinned: PinnedInputs,
+    mesh: MeshStorage,
 ) -> None:
     """The ``postgres`` target: load the pinned versions into the domain's
     ports schema, where its dbt run's port sources resolve."""
     started = time.perf_counter()
     try:
-        loaded = postgres.load_inputs(project.domain, pinned.by_product)
+        loaded = postgres.load_inputs(project.domain, pinned.by_product, mesh.store())
     except duckdb.Error as error:
         raise dg.Failure(
             description=f"dbt build of domain {project.domain} ({project.name}): the pinned "
@@ -600,11 +622,18 @@ def _denied(build: DbtBuild, grant: Grant, domain: str) -> list[Problem]:
     problems = []
     for result in build.results:
         node = build.manifest["nodes"].get(result["unique_id"])
-        found = denial(result.get("message") or "") if result["status"] == "error" else None
-        if node is None or found is None:
+        text = (result.get("message") or "") if result["status"] == "error" else ""
+        found, url = denial(text), duckdb_refusal(text)
+        if node is None or (found is None and url is None):
             continue
         ref = f"{domain}/{product_name(node)}"
-        problems.append(Problem(ref, record_refusal(grant, found, step=ref)))
+        if found is not None:
+            problems.append(Problem(ref, record_refusal(grant, found, step=ref)))
+            continue
+        # The object store refused the domain's identity (ports on S3).
+        message = f"S3 AccessDenied: {ref} (domain {domain}'s identity) may not read {url}"
+        record_denied(grant.home, grant.run_id, ref, message, object_target(url))
+        problems.append(Problem(ref, message))
     return problems
 
 
@@ -658,9 +687,12 @@ def _publish_built(
         database = str(project.database_path(mesh.home_path))
         con = duckdb.connect(database, read_only=True, config=config)
     grant = replace(_publish_grant(mesh, domain.name, pinned, state), run_id=context.run.run_id)
+    objects = mesh.store().objects
     try:
         if on_postgres():
             postgres.attach(con, read_only=True)  # before the lock: it loads an extension
+        if objects is not None:  # the ports views read s3:// objects: the domain's identity
+            objects.attach(con, domain.name)
         con.execute(f"ATTACH {literal(pinned.ports)} AS {PORTS_DATABASE} (READ_ONLY)")
         lock(con, grant)
         run = _Publishing(context, domain, project, build, contracts, mesh, pinned, con, grant)
