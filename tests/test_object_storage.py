@@ -557,9 +557,7 @@ def test_a_dbt_domain_reads_s3_ports_and_publishes_its_models_to_s3(
 
     # sales publishes an order without a customer: finance's not_null test
     # fails, revenue_by_customer keeps its last good version on S3.
-    (mesh.home / "landing/shop/orders/o2.csv").write_text(
-        "order_id,customer_id,amount\nD,,7\n"
-    )
+    (mesh.home / "landing/shop/orders/o2.csv").write_text("order_id,customer_id,amount\nD,,7\n")
     assert build_product(_sales().products["orders"], mesh.store(), "sales-2").published
     ok, message, _ = _materialize_dbt(finance, mesh)
     assert not ok
