@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pyarrow.parquet as pq
 import pytest
@@ -27,7 +28,9 @@ from dagmesh.engine.build import build_product
 from dagmesh.engine.grants import GrantDeniedError
 from dagmesh.engine.objectstore import ObjectAccessDeniedError, ObjectStore, S3OutputPort
 from dagmesh.engine.publish import AuditRecordError
+from dagmesh.engine.specs import domain_specs
 from dagmesh.engine.storage import MeshStore
+from dagmesh.tools.catalog import catalog_entry
 from tests.servers import SeaweedS3, s3_server
 
 SECRET_EMAIL = "ann@secret.example"
@@ -473,23 +476,20 @@ def _dbt_finance(root: Path, mesh: Mesh) -> Domain:
     return Domain("finance", owner="fin", description="Money, with dbt.", dbt_project=str(project))
 
 
-def _materialize_dbt(domain: Domain, mesh: Mesh) -> tuple[bool, str, float]:
+def _materialize_dbt(domain: Domain, mesh: Mesh, instance) -> tuple[bool, str, float]:
     """A real Dagster run of ``domain``'s dbt assets: (success, failure message, seconds)."""
     import time
-
-    import dagster as dg
 
     from dagmesh.orchestration.dbt.assets import dbt_domain_assets
     from dagmesh.orchestration.resources import MeshStorage
 
     started = time.perf_counter()
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [dbt_domain_assets(domain, {})],
-            resources={"mesh": MeshStorage(home=str(mesh.home))},
-            instance=instance,
-            raise_on_error=False,
-        )
+    result = dg.materialize(
+        [dbt_domain_assets(domain, {})],
+        resources={"mesh": MeshStorage(home=str(mesh.home))},
+        instance=instance,
+        raise_on_error=False,
+    )
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     message = failures[0].step_failure_data.error.message if failures else ""
     return result.success, message, time.perf_counter() - started
@@ -521,48 +521,57 @@ def test_a_dbt_domain_reads_s3_ports_and_publishes_its_models_to_s3(
         assert build_product(product, mesh.store(), "sales-1").published
     orders = mesh.port("sales/orders").require_current().version
 
-    ok, message, seconds = _materialize_dbt(finance, mesh)
-    assert ok, message
-    print(f"\ndbt run on S3 ports (pin, build, publish 2 products): {seconds:.1f}s")
-    revenue = mesh.port("finance/revenue_by_customer", reader="sales").require_current()
-    assert revenue.info()["inputs"] == {"sales/orders": orders}
-    # A consumer's plain DuckDB reads it through the pointer with its own identity.
-    version, rows = _read_current(mesh, "sales", "finance/revenue_by_customer")
-    assert version == revenue.version
-    assert rows == [("1", 2, 15), ("2", 1, 20)]
-    # The read of sales/orders was pinned through S3 and recorded.
-    reads = audit_log.query(mesh.home, event="read")
-    assert ("finance/revenue_by_customer", "sales/orders", orders) in {
-        (r["consumer"], r["product"], r["version"]) for r in reads
-    }
-    # No port of the dbt domain on local disk: versions and pointers are objects.
-    assert not list(mesh.home.glob("domains/*/ports/*/versions"))
-    assert not list(mesh.home.glob("domains/*/ports/*/current"))
+    with dg.instance_for_test() as instance:
+        ok, message, seconds = _materialize_dbt(finance, mesh, instance)
+        assert ok, message
+        print(f"\ndbt run on S3 ports (pin, build, publish 2 products): {seconds:.1f}s")
+        revenue = mesh.port("finance/revenue_by_customer", reader="sales").require_current()
+        assert revenue.info()["inputs"] == {"sales/orders": orders}
+        # A consumer's plain DuckDB reads it through the pointer with its own identity.
+        version, rows = _read_current(mesh, "sales", "finance/revenue_by_customer")
+        assert version == revenue.version
+        assert rows == [("1", 2, 15), ("2", 1, 20)]
+        # The read of sales/orders was pinned through S3 and recorded.
+        reads = audit_log.query(mesh.home, event="read")
+        assert ("finance/revenue_by_customer", "sales/orders", orders) in {
+            (r["consumer"], r["product"], r["version"]) for r in reads
+        }
+        # No port of the dbt domain on local disk: versions and pointers are objects.
+        assert not list(mesh.home.glob("domains/*/ports/*/versions"))
+        assert not list(mesh.home.glob("domains/*/ports/*/current"))
+        # The catalog lists the port on S3: its version, rows, state.
+        spec = domain_specs(finance)["revenue_by_customer"]
+        entry = catalog_entry(spec, None, instance, mesh.home)
+        assert entry.port == "ok" and entry.healthy
+        assert [(v["version"], v["rows"]) for v in entry.versions] == [(version, 2)]
+        assert {c["name"]: c["type"] for c in entry.columns}["revenue"] == "BIGINT"
 
-    # The seed's personal data: masked for others, raw only under private/finance.
-    contacts = mesh.port("finance/contacts").require_current()
-    raw = f"{mesh.s3.prefix}/private/finance/contacts/versions/{contacts.version}/raw.parquet"
-    assert CONTACT_EMAIL in str(mesh.parquet(raw))
-    _, published = _read_current(mesh, "sales", "finance/contacts")
-    assert CONTACT_EMAIL not in str(published) and len(published) == 2
-    plain = mesh.s3.client("sales")
-    with pytest.raises(plain.exceptions.ClientError, match="AccessDenied"):
-        plain.get_object(Bucket=mesh.s3.bucket, Key=raw)
-    with pytest.raises(ObjectAccessDeniedError, match="S3 AccessDenied: domain sales"):
-        list(mesh.store().objects.keys("sales", f"{mesh.s3.prefix}/private/finance/"))
-    con = duckdb.connect()
-    mesh.store().objects.attach(con, "sales")
-    with pytest.raises(duckdb.Error, match="403"):
-        con.sql(f"FROM 's3://{mesh.s3.bucket}/{raw}'").fetchall()
+        # The seed's personal data: masked for others, raw only under private/finance.
+        contacts = mesh.port("finance/contacts").require_current()
+        raw = f"{mesh.s3.prefix}/private/finance/contacts/versions/{contacts.version}/raw.parquet"
+        assert CONTACT_EMAIL in str(mesh.parquet(raw))
+        _, published = _read_current(mesh, "sales", "finance/contacts")
+        assert CONTACT_EMAIL not in str(published) and len(published) == 2
+        plain = mesh.s3.client("sales")
+        with pytest.raises(plain.exceptions.ClientError, match="AccessDenied"):
+            plain.get_object(Bucket=mesh.s3.bucket, Key=raw)
+        with pytest.raises(ObjectAccessDeniedError, match="S3 AccessDenied: domain sales"):
+            list(mesh.store().objects.keys("sales", f"{mesh.s3.prefix}/private/finance/"))
+        con = duckdb.connect()
+        mesh.store().objects.attach(con, "sales")
+        with pytest.raises(duckdb.Error, match="403"):
+            con.sql(f"FROM 's3://{mesh.s3.bucket}/{raw}'").fetchall()
 
-    # sales publishes an order without a customer: finance's not_null test
-    # fails, revenue_by_customer keeps its last good version on S3.
-    (mesh.home / "landing/shop/orders/o2.csv").write_text("order_id,customer_id,amount\nD,,7\n")
-    assert build_product(_sales().products["orders"], mesh.store(), "sales-2").published
-    ok, message, _ = _materialize_dbt(finance, mesh)
-    assert not ok
-    assert "finance/revenue_by_customer: dbt test not_null_revenue_by_customer_customer_id" in (
-        message
-    )
-    assert _read_current(mesh, "sales", "finance/revenue_by_customer") == (version, rows)
-    assert [v.version for v in mesh.port("finance/revenue_by_customer").versions()] == [version]
+        # sales publishes an order without a customer: finance's not_null test
+        # fails, revenue_by_customer keeps its last good version on S3.
+        (mesh.home / "landing/shop/orders/o2.csv").write_text("order_id,customer_id,amount\nD,,7\n")
+        assert build_product(_sales().products["orders"], mesh.store(), "sales-2").published
+        ok, message, _ = _materialize_dbt(finance, mesh, instance)
+        assert not ok
+        assert "finance/revenue_by_customer: dbt test not_null_revenue_by_customer_customer_id" in (
+            message
+        )
+        assert _read_current(mesh, "sales", "finance/revenue_by_customer") == (version, rows)
+        assert [v.version for v in mesh.port("finance/revenue_by_customer").versions()] == [version]
+        entry = catalog_entry(spec, None, instance, mesh.home)
+        assert [(v["version"], v["rows"]) for v in entry.versions] == [(version, 2)]

@@ -36,8 +36,8 @@ from dagmesh.engine.contracts.generate import (
 )
 from dagmesh.engine.contracts.rules import rule_problems
 from dagmesh.engine.mesh_view import MeshView
+from dagmesh.engine.objectstore import ports_store
 from dagmesh.engine.registry import Registry
-from dagmesh.engine.storage import OutputPort
 from dagmesh.errors import DagmeshError
 
 log = logging.getLogger("dagmesh")
@@ -336,9 +336,10 @@ def breaking_violations(mesh: MeshView, home: Path) -> list[Violation]:
     """Breaking changes of each contract against the contract its current
     version was published under, unless the major version was raised."""
     violations = []
+    store = ports_store(home)  # the profile's ports: local disk or object storage
     for ref, spec in sorted(mesh.specs.items()):
         contract = mesh.contracts.get(ref)
-        current = OutputPort(home, spec.domain, spec.name).current()
+        current = store.port(spec.domain, spec.name).current()
         published = current.contract() if current else None
         if contract is None or not published:
             continue

@@ -52,6 +52,7 @@ from dagmesh.engine.storage import (
     DATA_FILE,
     RAW_FILE,
     VERSION_FILE,
+    MeshStore,
     OutputPort,
     PortBrokenError,
     PublishedVersion,
@@ -282,6 +283,14 @@ def from_profile() -> ObjectStore | None:
 
     settings = config.s3_settings()
     return ObjectStore(settings, config.s3_credentials) if settings else None
+
+
+def ports_store(home: Path) -> MeshStore:
+    """The ports where the selected profile keeps them: the local disk, or
+    object storage (``ports = "s3://..."``), each port read with its owner's
+    identity (what the catalog, lint and governance list). Build it once per
+    listing: each store opens its own S3 clients."""
+    return MeshStore(home, objects=from_profile())
 
 
 def duckdb_refusal(text: str) -> str | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dagmesh.declarations.spec import ProductSpec
-from dagmesh.engine import audit_log
+from dagmesh.engine import audit_log, objectstore
 from dagmesh.engine.governance import Violation
 from dagmesh.engine.storage import OutputPort
 
@@ -39,11 +39,14 @@ def port_health(port: OutputPort) -> PortHealth:
     if current is None:
         kept = port.versions()
         if kept:
+            if isinstance(port, objectstore.S3OutputPort):
+                pointer, where = port.pointer_url, port.store.url(port.public_key("")) + "/"
+            else:
+                pointer, where = str(port.current_link), str(port.versions_dir)
             return PortHealth(
                 port.ref,
                 BROKEN,
-                f"{port.current_link} is missing, though {len(kept)} "
-                f"version(s) are kept in {port.versions_dir}",
+                f"{pointer} is missing, though {len(kept)} version(s) are kept in {where}",
             )
         return PortHealth(port.ref, UNPUBLISHED)
     problem = port.problem(current)
@@ -60,8 +63,9 @@ def port_violations(specs: Iterable[ProductSpec], home: Path) -> list[Violation]
         for event in audit_log.query(home, event="publish")
     }
     violations = []
+    store = objectstore.ports_store(home)
     for spec in specs:
-        health = port_health(OutputPort(home, spec.domain, spec.name))
+        health = port_health(store.port(spec.domain, spec.name))
         if health.state == BROKEN:
             violations.append(
                 Violation(

@@ -27,9 +27,10 @@ from dagmesh.declarations.spec import ColumnSpec, ProductSpec
 from dagmesh.engine.contracts.rules import quality_checks
 from dagmesh.engine.learning import DRIFT_CHECK
 from dagmesh.engine.mesh_view import MeshView
+from dagmesh.engine.objectstore import ports_store
 from dagmesh.engine.port_health import BROKEN, UNPUBLISHED, PortHealth, port_health
 from dagmesh.engine.publish import contract_text
-from dagmesh.engine.storage import OutputPort
+from dagmesh.engine.storage import MeshStore, OutputPort
 
 
 @dataclass
@@ -208,13 +209,13 @@ def _entry(
     spec: ProductSpec,
     contract: Contract | None,
     state: _AssetState,
-    home: Path,
+    store: MeshStore,
     consumers: list[str],
     now: dt.datetime,
 ) -> Entry:
     updated = state.updated
     sla = contract.freshness if contract else None
-    port = OutputPort(home, spec.domain, spec.name)
+    port = store.port(spec.domain, spec.name)  # local disk or object storage (the profile's)
     health = port_health(port)
     return Entry(
         ref=spec.ref,
@@ -249,7 +250,8 @@ def catalog_entry(
     """One product's catalog entry (:func:`build_catalog` does every product at once)."""
     key = dg.AssetKey([spec.domain, spec.name])
     state = _instance_states(instance, {key: _check_names(spec, contract)})[key]
-    return _entry(spec, contract, state, home, consumers or [], dt.datetime.now(dt.UTC))
+    store = ports_store(home)
+    return _entry(spec, contract, state, store, consumers or [], dt.datetime.now(dt.UTC))
 
 
 def build_catalog(mesh: MeshView, instance: dg.DagsterInstance, home: Path) -> list[Entry]:
@@ -262,9 +264,10 @@ def build_catalog(mesh: MeshView, instance: dg.DagsterInstance, home: Path) -> l
         instance,
         {key_of[ref]: _check_names(spec, mesh.contracts.get(ref)) for ref, spec in specs},
     )
+    store = ports_store(home)
     return [
         _entry(
-            spec, mesh.contracts.get(ref), states[key_of[ref]], home, consumers.get(ref, []), now
+            spec, mesh.contracts.get(ref), states[key_of[ref]], store, consumers.get(ref, []), now
         )
         for ref, spec in specs
     ]
