@@ -575,3 +575,75 @@ def test_a_dbt_domain_reads_s3_ports_and_publishes_its_models_to_s3(
         assert [v.version for v in mesh.port("finance/revenue_by_customer").versions()] == [version]
         entry = catalog_entry(spec, None, instance, mesh.home)
         assert [(v["version"], v["rows"]) for v in entry.versions] == [(version, 2)]
+
+
+# -- model products on object storage -------------------------------------------------
+
+HISTORY = """
+    SELECT i::BIGINT AS id, DATE '2024-01-01' + (i // 20)::INT AS day,
+           CASE WHEN i % 5 = 0 THEN 'slow' ELSE 'fast' END AS lane,
+           (i % 7)::DOUBLE AS size,
+           (i % 5 = 0 AND hash(i) % 10 < 7) OR hash(i) % 10 = 0 AS late
+    FROM range(2000) r(i)
+"""
+
+
+def test_a_model_published_to_s3_scores_in_another_domain_with_its_identity(mesh: Mesh):
+    """A model product's model and training profile are published on S3 with
+    its version; a scoring product of another domain pins that version through
+    the pointer and reads the model with its own identity."""
+    from sklearn.linear_model import LogisticRegression
+
+    sales = Domain("sales", owner="shop", description="Orders.")
+    sales.sql_product(
+        "history",
+        description="Synthetic orders: slow lanes are late.",
+        columns=[
+            Column("id", "BIGINT", "Row.", nullable=False),
+            Column("day", "DATE", "Day."),
+            Column("lane", "VARCHAR", "Lane."),
+            Column("size", "DOUBLE", "Size."),
+            Column("late", "BOOLEAN", "Late."),
+        ],
+        primary_key="id",
+        sql=HISTORY,
+    )
+    sales.model_product(
+        "late_model",
+        description="Is an order late?",
+        consumes=["history"],
+        training_sql="SELECT * FROM history",
+        features=[Column("lane", "VARCHAR", "Lane."), Column("size", "DOUBLE", "Size.")],
+        target="late",
+        time_column="day",
+        estimator=lambda: LogisticRegression(max_iter=500),
+    )
+    finance = Domain("finance", owner="fin", description="Money.")
+    finance.scoring_product(
+        "late_scores",
+        description="Every order scored.",
+        model="sales/late_model",
+        consumes={"history": "sales/history"},
+        columns=[Column("id", "BIGINT", "Row.", nullable=False)],
+        primary_key="id",
+        sql="SELECT id, lane, size FROM history",
+    )
+    for product in [*sales.products.values(), *finance.products.values()]:
+        assert build_product(product, mesh.store(), "m1").published, product.ref
+
+    model = mesh.port("sales/late_model", reader="finance").require_current()
+    assert model.has("model.skops") and model.file("model.skops").startswith("s3://")
+    published = mesh.objects(f"published/sales/late_model/versions/{model.version}/")
+    assert {k.rsplit("/", 1)[-1] for k in published} >= {
+        "model.skops",
+        "profile.parquet",
+        "data.parquet",
+        "version.json",
+    }
+    assert not mesh.objects("private/sales/late_model/")
+    scores = mesh.port("finance/late_scores", reader="sales").require_current()
+    assert scores.info()["model_version"] == model.version
+    assert scores.info()["inputs"]["sales/late_model"] == model.version
+    rows = mesh.parquet(scores.data_file.removeprefix(f"s3://{mesh.s3.bucket}/"))
+    assert len(rows) == 2000 and {r["model_version"] for r in rows} == {model.version}
+    assert not list(mesh.home.glob("domains/*/ports/*/versions"))

@@ -32,11 +32,9 @@ from dagmesh.engine.access import PortRead
 from dagmesh.engine.checks import AuditOutcome
 from dagmesh.engine.context import ProductContext
 from dagmesh.engine.sql import ident, literal
-from dagmesh.engine.storage import DATA_FILE
+from dagmesh.engine.storage import DATA_FILE, MODEL_FILE, PROFILE_FILE
 from dagmesh.errors import DagmeshError
 
-MODEL_FILE = "model.skops"
-PROFILE_FILE = "profile.parquet"
 MISSING = "(missing)"
 MAX_CATEGORIES = 64  # one-hot columns per feature; rarer values share one "infrequent" column
 IMPORTANCE_ROWS = 20_000  # holdout rows the permutation importance shuffles
@@ -410,7 +408,7 @@ def load_model(data: bytes, ref: str) -> Any:
 
 def model_files(read: PortRead) -> list[Any]:
     """The files of a published model version a scoring step is granted."""
-    return [read.version.path / MODEL_FILE, read.version.path / PROFILE_FILE]
+    return [read.version.file(MODEL_FILE), read.version.file(PROFILE_FILE)]
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -425,13 +423,13 @@ def stage_scores(
     product = ctx.product
     scoring = product.scoring
     version = read.version.version
-    if not (read.version.path / MODEL_FILE).is_file():
+    if not read.version.has(MODEL_FILE):
         raise ScoringInputError(
             f"{product.ref}: {scoring.model} is not a model product (its version {version} "
             f"holds no {MODEL_FILE}); scoring_product(model=...) names a model_product"
         )
     # Through the step's DuckDB, so the grant decides what may be read.
-    blob = ctx.sql(f"SELECT content FROM read_blob({literal(read.version.path / MODEL_FILE)})")
+    blob = ctx.sql(f"SELECT content FROM read_blob({literal(read.version.file(MODEL_FILE))})")
     clock = _Clock()
     model = load_model(blob.fetchall()[0][0], f"{scoring.model} version {version}")
     clock.lap("load_model")
@@ -463,7 +461,7 @@ def stage_scores(
         "FROM __rows r JOIN __scores s USING (__row) ORDER BY r.__row"
     )
     profile = ctx.sql(
-        f"SELECT * FROM read_parquet({literal(read.version.path / PROFILE_FILE)})"
+        f"SELECT * FROM read_parquet({literal(read.version.file(PROFILE_FILE))})"
     ).df()
     drift = drift_outcome(product, population_stability(profile, x), version)
     clock.lap("predict_and_drift")

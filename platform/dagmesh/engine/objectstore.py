@@ -50,6 +50,8 @@ from dagmesh.engine.sql import ident, literal
 from dagmesh.engine.storage import (
     CONTRACT_FILE,
     DATA_FILE,
+    MODEL_FILE,
+    PROFILE_FILE,
     RAW_FILE,
     VERSION_FILE,
     MeshStore,
@@ -65,9 +67,10 @@ POINTER_FILE = "current.json"
 _VERSION_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,99}")
 PUBLISHED = "published"
 PRIVATE = "private"
-# Files of a version every allowed consumer reads; everything else (raw
-# rows, quarantines) goes to the owner-only private prefix.
-PUBLIC_FILES = frozenset({DATA_FILE, CONTRACT_FILE, VERSION_FILE})
+# Files of a version every allowed consumer reads (a model product's model
+# and training profile too: scoring products of other domains load them);
+# everything else (raw rows, quarantines) goes to the owner-only private prefix.
+PUBLIC_FILES = frozenset({DATA_FILE, CONTRACT_FILE, VERSION_FILE, MODEL_FILE, PROFILE_FILE})
 
 
 class ObjectAccessDeniedError(DagmeshError, PermissionError):
@@ -319,6 +322,17 @@ class S3PublishedVersion(PublishedVersion):
         if RAW_FILE in self.info().get("private_files", []):
             return self.port.private_url(self.version, RAW_FILE)
         return self.data_file
+
+    def file(self, name: str) -> str:  # type: ignore[override]
+        """The ``s3://`` URL of a published file of this version."""
+        assert self.port is not None
+        return self.port.public_url(self.version, name)
+
+    def has(self, name: str) -> bool:
+        """Whether this version holds the published file ``name`` (one LIST)."""
+        assert self.port is not None
+        prefix = self.port.public_key(self.version) + "/"
+        return prefix + name in set(self.port.store.keys(self.port.reader, prefix))
 
     def contract(self) -> dict[str, Any] | None:
         """The contract this version was published under, if any."""

@@ -53,6 +53,10 @@ DATA_FILE = "data.parquet"
 RAW_FILE = "raw.parquet"
 CONTRACT_FILE = "contract.yaml"
 VERSION_FILE = "version.json"
+# A model product's version also holds its model and training profile, which
+# the consumers that score with it read.
+MODEL_FILE = "model.skops"
+PROFILE_FILE = "profile.parquet"
 PINS_DIR = "pins"
 
 
@@ -82,6 +86,15 @@ class PublishedVersion:
         masks personal data for others, else the same ``data.parquet``."""
         raw = self.path / RAW_FILE
         return raw if raw.is_file() else self.data_file
+
+    def file(self, name: str) -> Path | str:
+        """A published file of this version (``model.skops``...): a local
+        path, or an object URL on object storage."""
+        return self.path / name
+
+    def has(self, name: str) -> bool:
+        """Whether this version holds the published file ``name``."""
+        return (self.path / name).is_file()
 
     def contract(self) -> dict[str, Any] | None:
         """The contract this version was published under, if any."""
