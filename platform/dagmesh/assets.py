@@ -3,9 +3,12 @@
 import json
 import warnings
 from collections.abc import Iterator
+from urllib.parse import quote, urlencode
 
 import dagster as dg
+import yaml
 
+from dagmesh import config
 from dagmesh.audit import audit_checks
 from dagmesh.build import BuildResult, build_product
 from dagmesh.contracts.checks import quality_checks
@@ -27,6 +30,7 @@ def _definition_metadata(product: Product, contract: Contract | None) -> dict[st
         "dagmesh/product": product.ref,
         "dagmesh/access": product.access,
         "dagmesh/consumes": json.dumps(sorted(product.consumes.values())),
+        MATERIALIZE_LINK: materialize_with_upstream_link(product.ref),
     }
     metadata.update(contract_metadata(contract))
     if product.primary_key:
@@ -40,6 +44,24 @@ def _definition_metadata(product: Product, contract: Contract | None) -> dict[st
                 code_references=[dg.LocalFileCodeReference(file_path=path, line_number=line)]
             )
     return metadata
+
+
+MATERIALIZE_LINK = "dagmesh/materialize_with_upstream"
+
+
+def materialize_with_upstream_link(ref: str) -> dg.UrlMetadataValue:
+    """The UI's one action that materializes ``ref`` with its upstream across
+    domains: the launchpad of the platform's job (location
+    :data:`~dagmesh.config.MESH_LOCATION`) with this product and
+    ``with_upstream: true`` filled in. The UI's ``.../playground/setup``
+    route (``LaunchpadSetupRoot``) opens a new launchpad tab with the
+    ``config`` query parameter as its run config; Launch Run starts it.
+    A path on the UI's own host, so it works wherever the UI is served
+    (not under a ``--path-prefix``)."""
+    request = {"products": [ref], "with_upstream": True}
+    run_config = yaml.safe_dump({"ops": {config.MESH_OP: {"config": request}}}, sort_keys=False)
+    path = f"/locations/{config.MESH_LOCATION}/jobs/{config.MESH_JOB}/playground/setup"
+    return dg.MetadataValue.url(f"{path}?{urlencode({'config': run_config}, quote_via=quote)}")
 
 
 def contract_metadata(contract: Contract | None) -> dict[str, object]:

@@ -9,7 +9,12 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
 
-from dagmesh.assets import contract_metadata, freshness_policy
+from dagmesh.assets import (
+    MATERIALIZE_LINK,
+    contract_metadata,
+    freshness_policy,
+    materialize_with_upstream_link,
+)
 from dagmesh.automation import from_dbt_meta
 from dagmesh.contracts.model import Contract
 from dagmesh.dbt.manifest import (
@@ -107,6 +112,7 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         if props["resource_type"] == "source":
             return metadata
         metadata["dagmesh/product"] = f"{self.domain}/{product_name(props)}"
+        metadata[MATERIALIZE_LINK] = materialize_with_upstream_link(metadata["dagmesh/product"])
         metadata["dagmesh/access"] = node_access(props)
         metadata["dagmesh/dbt_materialized"] = props.get("config", {}).get("materialized", "")
         if props.get("contract", {}).get("enforced"):
