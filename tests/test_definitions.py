@@ -176,6 +176,7 @@ def test_every_product_links_to_materializing_it_with_its_upstream(workspace_gra
     """Each product's page (Python, SQL, model or dbt) carries one link: the
     `mesh` job's launchpad with the product and `with_upstream: true`
     filled in (the UI's `.../playground/setup?config=` route)."""
+    import re
     from urllib.parse import parse_qs, urlsplit
 
     import yaml
@@ -186,8 +187,10 @@ def test_every_product_links_to_materializing_it_with_its_upstream(workspace_gra
     for key in graph.materializable_asset_keys:
         ref = "/".join(key.path)
         link = graph.get(key).metadata["dagmesh/materialize_with_upstream"]
-        assert isinstance(link, dg.UrlMetadataValue), ref
-        url = urlsplit(link.url)
+        assert isinstance(link, dg.MarkdownMetadataValue), ref
+        label, target = re.fullmatch(r"\[([^\]]+)\]\(([^)\s]+)\)", link.md_str).groups()
+        assert label == "Materialize with upstream across domains"
+        url = urlsplit(target)
         assert url.path == "/locations/mesh/jobs/materialize_products/playground/setup", ref
         run_config = yaml.safe_load(parse_qs(url.query)["config"][0])
         request = run_config["ops"]["materialize_across_domains"]["config"]

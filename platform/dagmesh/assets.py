@@ -47,21 +47,25 @@ def _definition_metadata(product: Product, contract: Contract | None) -> dict[st
 
 
 MATERIALIZE_LINK = "dagmesh/materialize_with_upstream"
+MATERIALIZE_LABEL = "Materialize with upstream across domains"
 
 
-def materialize_with_upstream_link(ref: str) -> dg.UrlMetadataValue:
+def materialize_with_upstream_link(ref: str) -> dg.MarkdownMetadataValue:
     """The UI's one action that materializes ``ref`` with its upstream across
-    domains: the launchpad of the platform's job (location
-    :data:`~dagmesh.config.MESH_LOCATION`) with this product and
-    ``with_upstream: true`` filled in. The UI's ``.../playground/setup``
-    route (``LaunchpadSetupRoot``) opens a new launchpad tab with the
-    ``config`` query parameter as its run config; Launch Run starts it.
-    A path on the UI's own host, so it works wherever the UI is served
-    (not under a ``--path-prefix``)."""
+    domains: a link on the product's page to the launchpad of the platform's
+    job (location :data:`~dagmesh.config.MESH_LOCATION`) with this product
+    and ``with_upstream: true`` filled in; Launch Run starts it. The UI's
+    ``.../playground/setup`` route (``LaunchpadSetupRoot``) opens a new
+    launchpad tab with its ``config`` query parameter as the run config.
+    Markdown, so the page shows a named link (a URL value would show the
+    whole encoded URL) that opens in the same tab; a path on the UI's own
+    host, so it works wherever the UI is served (not under a
+    ``--path-prefix``)."""
     request = {"products": [ref], "with_upstream": True}
     run_config = yaml.safe_dump({"ops": {config.MESH_OP: {"config": request}}}, sort_keys=False)
     path = f"/locations/{config.MESH_LOCATION}/jobs/{config.MESH_JOB}/playground/setup"
-    return dg.MetadataValue.url(f"{path}?{urlencode({'config': run_config}, quote_via=quote)}")
+    url = f"{path}?{urlencode({'config': run_config}, quote_via=quote)}"
+    return dg.MetadataValue.md(f"[{MATERIALIZE_LABEL}]({url})")
 
 
 def contract_metadata(contract: Contract | None) -> dict[str, object]:
