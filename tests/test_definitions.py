@@ -170,3 +170,29 @@ def test_products_declare_how_they_stay_up_to_date(workspace_graph):
     for ref in ("shipping/shipping_delays", "customers/customer_360", "finance/delay_costs"):
         assert conditions[ref].get_label() == eager.get_label(), ref
     assert "0 * * * *" in str(conditions["sales/orders"])
+
+
+def test_every_product_links_to_materializing_it_with_its_upstream(workspace_graph):
+    """Each product's page (Python, SQL, model or dbt) carries one link: the
+    `mesh` job's launchpad with the product and `with_upstream: true`
+    filled in (the UI's `.../playground/setup?config=` route)."""
+    import re
+    from urllib.parse import parse_qs, urlsplit
+
+    import yaml
+
+    from dagmesh.orchestration.mesh_location import materialize_products
+
+    _, graph = workspace_graph
+    for key in graph.materializable_asset_keys:
+        ref = "/".join(key.path)
+        link = graph.get(key).metadata["dagmesh/materialize_with_upstream"]
+        assert isinstance(link, dg.MarkdownMetadataValue), ref
+        label, target = re.fullmatch(r"\[([^\]]+)\]\(([^)\s]+)\)", link.md_str).groups()
+        assert label == "Materialize with upstream across domains"
+        url = urlsplit(target)
+        assert url.path == "/locations/mesh/jobs/materialize_products/playground/setup", ref
+        run_config = yaml.safe_load(parse_qs(url.query)["config"][0])
+        request = run_config["ops"]["materialize_across_domains"]["config"]
+        assert request == {"products": [ref], "with_upstream": True}, ref
+        assert dg.validate_run_config(materialize_products, run_config), ref

@@ -23,6 +23,9 @@ WORKSPACE_FILE = "workspace.yaml"
 # The platform's own code location (cross-domain materializations): no
 # domain may take its name.
 MESH_LOCATION = "mesh"
+# Its job and the job's one op (the launchpad's config lives under the op).
+MESH_JOB = "materialize_products"
+MESH_OP = "materialize_across_domains"
 # How many cross-domain materializations the run queue lets run at once; the
 # queue's global cap is raised by as many so they never hold the slots their
 # domains' runs need.

@@ -3,9 +3,12 @@
 import json
 import warnings
 from collections.abc import Iterator
+from urllib.parse import quote, urlencode
 
 import dagster as dg
+import yaml
 
+from dagmesh import config
 from dagmesh.declarations.contract import Contract
 from dagmesh.declarations.product import Product
 from dagmesh.declarations.spec import python_spec
@@ -32,6 +35,7 @@ def _definition_metadata(product: Product, contract: Contract | None) -> dict[st
         "dagmesh/product": product.ref,
         "dagmesh/access": product.access,
         "dagmesh/consumes": json.dumps(sorted(product.consumes.values())),
+        MATERIALIZE_LINK: materialize_with_upstream_link(product.ref),
     }
     metadata.update(contract_metadata(contract))
     if product.primary_key:
@@ -45,6 +49,28 @@ def _definition_metadata(product: Product, contract: Contract | None) -> dict[st
                 code_references=[dg.LocalFileCodeReference(file_path=path, line_number=line)]
             )
     return metadata
+
+
+MATERIALIZE_LINK = "dagmesh/materialize_with_upstream"
+MATERIALIZE_LABEL = "Materialize with upstream across domains"
+
+
+def materialize_with_upstream_link(ref: str) -> dg.MarkdownMetadataValue:
+    """The UI's one action that materializes ``ref`` with its upstream across
+    domains: a link on the product's page to the launchpad of the platform's
+    job (location :data:`~dagmesh.config.MESH_LOCATION`) with this product
+    and ``with_upstream: true`` filled in; Launch Run starts it. The UI's
+    ``.../playground/setup`` route (``LaunchpadSetupRoot``) opens a new
+    launchpad tab with its ``config`` query parameter as the run config.
+    Markdown, so the page shows a named link (a URL value would show the
+    whole encoded URL) that opens in the same tab; a path on the UI's own
+    host, so it works wherever the UI is served (not under a
+    ``--path-prefix``)."""
+    request = {"products": [ref], "with_upstream": True}
+    run_config = yaml.safe_dump({"ops": {config.MESH_OP: {"config": request}}}, sort_keys=False)
+    path = f"/locations/{config.MESH_LOCATION}/jobs/{config.MESH_JOB}/playground/setup"
+    url = f"{path}?{urlencode({'config': run_config}, quote_via=quote)}"
+    return dg.MetadataValue.md(f"[{MATERIALIZE_LABEL}]({url})")
 
 
 def contract_metadata(contract: Contract | None) -> dict[str, object]:

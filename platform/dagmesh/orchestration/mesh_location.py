@@ -25,10 +25,11 @@ import json
 import dagster as dg
 from dagster import DagsterRunStatus
 
+from dagmesh import config as settings
 from dagmesh.orchestration.runner import MaterializeError, Outcome, cancel_runs, materialize
 
-JOB_NAME = "materialize_products"
-OP_NAME = "materialize_across_domains"
+JOB_NAME = settings.MESH_JOB
+OP_NAME = settings.MESH_OP
 # What the materialization resolved to (``domain/product`` list, JSON), set
 # on the run as soon as it is known: the CLI's progress reads it.
 SELECTED_TAG = "dagmesh/selected"

@@ -18,7 +18,12 @@ from dagmesh.declarations.dbt_manifest import (
     product_name,
 )
 from dagmesh.declarations.spec import ProductSpec
-from dagmesh.orchestration.assets import contract_metadata, freshness_policy
+from dagmesh.orchestration.assets import (
+    MATERIALIZE_LINK,
+    contract_metadata,
+    freshness_policy,
+    materialize_with_upstream_link,
+)
 from dagmesh.orchestration.automation import from_dbt_meta
 from dagmesh.orchestration.results import column_schema
 
@@ -107,6 +112,7 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         if props["resource_type"] == "source":
             return metadata
         metadata["dagmesh/product"] = f"{self.domain}/{product_name(props)}"
+        metadata[MATERIALIZE_LINK] = materialize_with_upstream_link(metadata["dagmesh/product"])
         metadata["dagmesh/access"] = node_access(props)
         metadata["dagmesh/dbt_materialized"] = props.get("config", {}).get("materialized", "")
         if props.get("contract", {}).get("enforced"):
