@@ -340,15 +340,15 @@ def _logistic():
     return LogisticRegression(max_iter=500)
 
 
-def _lab(
+def declare_late_model(
+    domain: Domain,
     history: str = HISTORY,
     training_sql: str = "SELECT * FROM history",
-    scoring_sql: str = "SELECT id, lane, size FROM history",
     estimator=_logistic,
     time_column: str = "day",
-) -> Domain:
-    lab = Domain("lab", owner="lab", description="Models on synthetic data.")
-    lab.sql_product(
+) -> None:
+    """Declare, in ``domain``, synthetic order history and a model of which rows are late."""
+    domain.sql_product(
         "history",
         description="Synthetic orders: slow lanes are late.",
         columns=[
@@ -361,7 +361,7 @@ def _lab(
         primary_key="id",
         sql=history,
     )
-    lab.model_product(
+    domain.model_product(
         "late_model",
         description="Is a row late?",
         consumes=["history"],
@@ -371,6 +371,17 @@ def _lab(
         time_column=time_column,
         estimator=estimator,
     )
+
+
+def _lab(
+    history: str = HISTORY,
+    training_sql: str = "SELECT * FROM history",
+    scoring_sql: str = "SELECT id, lane, size FROM history",
+    estimator=_logistic,
+    time_column: str = "day",
+) -> Domain:
+    lab = Domain("lab", owner="lab", description="Models on synthetic data.")
+    declare_late_model(lab, history, training_sql, estimator, time_column)
     lab.scoring_product(
         "late_scores",
         description="Every row scored.",

@@ -579,45 +579,15 @@ def test_a_dbt_domain_reads_s3_ports_and_publishes_its_models_to_s3(
 
 # -- model products on object storage -------------------------------------------------
 
-HISTORY = """
-    SELECT i::BIGINT AS id, DATE '2024-01-01' + (i // 20)::INT AS day,
-           CASE WHEN i % 5 = 0 THEN 'slow' ELSE 'fast' END AS lane,
-           (i % 7)::DOUBLE AS size,
-           (i % 5 = 0 AND hash(i) % 10 < 7) OR hash(i) % 10 = 0 AS late
-    FROM range(2000) r(i)
-"""
-
 
 def test_a_model_published_to_s3_scores_in_another_domain_with_its_identity(mesh: Mesh):
     """A model product's model and training profile are published on S3 with
     its version; a scoring product of another domain pins that version through
     the pointer and reads the model with its own identity."""
-    from sklearn.linear_model import LogisticRegression
+    from tests.test_model_product import declare_late_model
 
     sales = Domain("sales", owner="shop", description="Orders.")
-    sales.sql_product(
-        "history",
-        description="Synthetic orders: slow lanes are late.",
-        columns=[
-            Column("id", "BIGINT", "Row.", nullable=False),
-            Column("day", "DATE", "Day."),
-            Column("lane", "VARCHAR", "Lane."),
-            Column("size", "DOUBLE", "Size."),
-            Column("late", "BOOLEAN", "Late."),
-        ],
-        primary_key="id",
-        sql=HISTORY,
-    )
-    sales.model_product(
-        "late_model",
-        description="Is an order late?",
-        consumes=["history"],
-        training_sql="SELECT * FROM history",
-        features=[Column("lane", "VARCHAR", "Lane."), Column("size", "DOUBLE", "Size.")],
-        target="late",
-        time_column="day",
-        estimator=lambda: LogisticRegression(max_iter=500),
-    )
+    declare_late_model(sales)
     finance = Domain("finance", owner="fin", description="Money.")
     finance.scoring_product(
         "late_scores",
