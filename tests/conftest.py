@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
+
+from tests.environment import environment
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = 5_000
@@ -23,24 +24,18 @@ def mesh_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from source_systems.generator import generate
 
     home = tmp_path_factory.mktemp("dagmesh_home")
-    names = ("DAGMESH_HOME", "DAGSTER_HOME", "DAGMESH_PROJECT", "DAGMESH_PII_KEY")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update(
-        DAGMESH_HOME=str(home),
-        DAGSTER_HOME=str(home / "dagster"),
-        DAGMESH_PROJECT=str(REPO),
-        DAGMESH_PII_KEY=TEST_PII_KEY,
-    )
-    ensure_dagster_home()
-    generate(home / "landing", scale=SCALE, seed=7)
-    prepare_dbt_projects(home)
-    register_domains_of_the_workspace()
-    yield home
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    env = {
+        "DAGMESH_HOME": str(home),
+        "DAGSTER_HOME": str(home / "dagster"),
+        "DAGMESH_PROJECT": str(REPO),
+        "DAGMESH_PII_KEY": TEST_PII_KEY,
+    }
+    with environment(env):
+        ensure_dagster_home()
+        generate(home / "landing", scale=SCALE, seed=7)
+        prepare_dbt_projects(home)
+        register_domains_of_the_workspace()
+        yield home
 
 
 def prepare_dbt_projects(home: Path) -> None:

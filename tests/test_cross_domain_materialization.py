@@ -24,6 +24,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from dagmesh.orchestration.runner import LAUNCH_RUN
 from tests.cli import BIN, dagmesh, flat, ok
+from tests.environment import environment
 from tests.servers import free_port
 
 PAUSE = """
@@ -159,14 +160,10 @@ def webserver(project: dict) -> Iterator[str]:
     from dagmesh.orchestration.instance import ensure_dagster_home
 
     # As `dagmesh dev` does: the embedded instance's dagster.yaml, the mesh location.
-    saved = {k: os.environ.get(k) for k in ("DAGMESH_PROJECT", "DAGMESH_HOME", "DAGSTER_HOME")}
-    os.environ.update({k: project["env"][k] for k in saved})
-    try:
+    names = ("DAGMESH_PROJECT", "DAGMESH_HOME", "DAGSTER_HOME")
+    with environment({k: project["env"][k] for k in names}):
         ensure_dagster_home()
         mesh = mesh_workspace_file()
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
     port = free_port()
     log = project["root"] / "webserver.log"
     with log.open("w") as output:

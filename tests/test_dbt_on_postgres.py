@@ -25,6 +25,7 @@ from dagster import AssetKey, DagsterInstance
 
 from tests.cli import flat
 from tests.conftest import REPO, SCALE, TEST_PII_KEY, port_file, query
+from tests.environment import environment
 from tests.servers import Postgres, postgres_server
 from tests.test_dbt_domains import check_statuses
 
@@ -64,21 +65,11 @@ def home(tmp_path_factory: pytest.TempPathFactory, warehouse: Postgres) -> Itera
         "DAGMESH_PII_KEY": TEST_PII_KEY,
         **_warehouse_env(warehouse),
     }
-    saved = {k: os.environ.get(k) for k in [*env, "DAGMESH_DBT_TARGET", "DAGMESH_PROFILE"]}
-    os.environ.update(env)
-    os.environ.pop("DAGMESH_DBT_TARGET", None)
-    os.environ.pop("DAGMESH_PROFILE", None)
-    try:
+    with environment({**env, "DAGMESH_DBT_TARGET": None, "DAGMESH_PROFILE": None}):
         ensure_dagster_home()
         generate(home / "landing", scale=SCALE, seed=7)
         register_domains_of_the_workspace()
         yield home
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _step_timings() -> str:
@@ -93,18 +84,10 @@ def _step_timings() -> str:
 def _materialize(refs: list[str], with_upstream: bool = False, **env: str):
     from dagmesh.orchestration.runner import materialize
 
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with environment(env):
         started = time.perf_counter()
         outcome = materialize(refs, with_upstream=with_upstream, timeout=600)
         return outcome, time.perf_counter() - started
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _rounded(row: tuple) -> tuple:

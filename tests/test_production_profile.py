@@ -26,6 +26,7 @@ from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
 from dagmesh.config import Profile
 from dagmesh.orchestration.instance import dagster_yaml
 from tests.cli import BIN, dagmesh, flat, ok
+from tests.environment import environment
 from tests.servers import Postgres, free_port, postgres_server
 
 PROFILE = """
@@ -184,16 +185,8 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 def _instance(project: dict) -> DagsterInstance:
     """The profile's instance, opened in this process with its environment."""
-    saved = {k: os.environ.get(k) for k in project["env"]}
-    os.environ.update(project["env"])
-    try:
+    with environment(project["env"]):
         return DagsterInstance.get()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_a_missing_secret_or_a_secret_in_a_file_is_refused_by_name(project: dict):
