@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.request
@@ -451,11 +452,47 @@ def test_the_webserver_loads_the_domains_code_servers_and_shows_the_runs(
     try:
         _wait(answer, 120)
         data = answer()
+        pages = _pages_in_chromium(
+            f"http://127.0.0.1:{port}",
+            {"production-runs": "/runs", "production-weeks": "/assets/beta/weeks"},
+        )
     finally:
         _stop([webserver])
+    # What an operator sees in the UI over the PostgreSQL instance.
+    assert "beta" in pages["production-runs"] and "alpha" in pages["production-runs"]
+    assert "Success" in pages["production-runs"]
+    weeks = pages["production-weeks"]
+    assert "Latest materialization" in weeks and "dagmesh/version" in weeks
+    assert re.search(r"\d{8}T\d+Z-[0-9a-f]{8}", weeks), "no published version on the page"
     entries = {
         e["name"]: e["locationOrLoadError"]["__typename"]
         for e in data["workspaceOrError"]["locationEntries"]
     }
     assert entries == {"alpha": "RepositoryLocation", "beta": "RepositoryLocation"}
     assert [r["status"] for r in data["runsOrError"]["results"]] == ["SUCCESS"]
+
+
+def _pages_in_chromium(base: str, paths: dict[str, str]) -> dict[str, str]:
+    """The text of each page of the UI at ``base``, as Debian's chromium shows
+    it (a screenshot of each under the UI artifacts)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_ui import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    texts = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for shot, path in paths.items():
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                skip = page.get_by_role("button", name="Skip")  # first-visit dialog
+                page.goto(base + path, wait_until="networkidle", timeout=120_000)
+                page.wait_for_timeout(1500)
+                if skip.is_visible():
+                    skip.click()
+                page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
+                texts[shot] = page.inner_text("body")
+        finally:
+            browser.close()
+    return texts
