@@ -690,8 +690,7 @@ def _publish_built(
     objects = mesh.store().objects
     try:
         if on_postgres():
-            # As the domain's role; before the lock: it loads an extension.
-            postgres.attach(con, domain.name, read_only=True)
+            postgres.attach(con, read_only=True)  # before the lock: it loads an extension
         if objects is not None:  # the ports views read s3:// objects: the domain's identity
             objects.attach(con, domain.name)
         con.execute(f"ATTACH {literal(pinned.ports)} AS {PORTS_DATABASE} (READ_ONLY)")
