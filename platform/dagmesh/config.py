@@ -189,15 +189,25 @@ def check_settings() -> None:
 DBT_TARGET_ENV = "DAGMESH_DBT_TARGET"
 DEFAULT_DBT_TARGET = "embedded"
 # dbt on a PostgreSQL warehouse (dbt-postgres): its connection only ever from
-# these variables (the generated profile names them, never their values).
+# these variables (the generated profile names them, never their values). The
+# server is shared; each domain logs in with a role of its own
+# (:func:`dbt_pg_role_env`), so PostgreSQL itself refuses one domain's SQL
+# another domain's schemas.
 POSTGRES_DBT_TARGET = "postgres"
 DBT_PG_ENV = {
     "host": "DAGMESH_DBT_PG_HOST",
     "port": "DAGMESH_DBT_PG_PORT",
     "dbname": "DAGMESH_DBT_PG_DB",
-    "user": "DAGMESH_DBT_PG_USER",
-    "password": "DAGMESH_DBT_PG_PASSWORD",
 }
+# The operator's role for ``dagmesh warehouse grants --apply`` (creates the
+# domains' roles and schemas once); never read by a domain's run.
+DBT_PG_ADMIN_ENV = {
+    "user": "DAGMESH_DBT_PG_ADMIN_USER",
+    "password": "DAGMESH_DBT_PG_ADMIN_PASSWORD",
+}
+# Variables of the single shared role of earlier versions: no longer read.
+_RETIRED_DBT_PG_ENV = ("DAGMESH_DBT_PG_USER", "DAGMESH_DBT_PG_PASSWORD")
+_RESERVED_ROLE_DOMAINS = frozenset({"ADMIN"})  # DAGMESH_DBT_PG_ADMIN_* is the operator's
 
 
 def dbt_target() -> str:
@@ -208,20 +218,54 @@ def dbt_target() -> str:
     return profile().dbt_target or DEFAULT_DBT_TARGET
 
 
-def check_dbt_target_env() -> None:
+def dbt_pg_role_env(domain: str) -> dict[str, str]:
+    """The variables holding ``domain``'s own warehouse role:
+    ``DAGMESH_DBT_PG_<DOMAIN>_USER`` and ``_PASSWORD`` (``<DOMAIN>`` upper-cased,
+    other characters as ``_``). There is no shared fallback."""
+    name = re.sub(r"[^A-Z0-9]", "_", domain.upper())
+    if name in _RESERVED_ROLE_DOMAINS:
+        raise SettingError(
+            f"domain {domain}: its warehouse role's variables would be the operator's "
+            f"({DBT_PG_ADMIN_ENV['user']}); rename the domain to use the postgres dbt target"
+        )
+    return {"user": f"DAGMESH_DBT_PG_{name}_USER", "password": f"DAGMESH_DBT_PG_{name}_PASSWORD"}
+
+
+def check_dbt_target_env(domain: str | None = None) -> None:
     """With the ``postgres`` dbt target selected, raise SettingError naming
-    every :data:`DBT_PG_ENV` variable that is unset or empty (never a value),
-    and one whose port is not a port number."""
+    every variable that is unset or empty (never a value): the server's
+    (:data:`DBT_PG_ENV`) and, given ``domain``, that domain's role
+    (:func:`dbt_pg_role_env`); and one whose port is not a port number."""
     if dbt_target() != POSTGRES_DBT_TARGET:
         return
-    if missing := [env for env in DBT_PG_ENV.values() if not os.environ.get(env, "").strip()]:
+    wanted = list(DBT_PG_ENV.values())
+    if domain is not None:
+        wanted += dbt_pg_role_env(domain).values()
+    if missing := [env for env in wanted if not os.environ.get(env, "").strip()]:
+        whose = f" and domain {domain}'s own role" if domain is not None else ""
+        retired = [env for env in _RETIRED_DBT_PG_ENV if os.environ.get(env)]
+        hint = (
+            f"; {' and '.join(retired)} are no longer read: each domain has its own role"
+            if retired and domain is not None
+            else ""
+        )
         raise SettingError(
             f"dbt target {POSTGRES_DBT_TARGET} needs {', '.join(missing)} in the environment "
-            "(the warehouse's PostgreSQL connection; secrets are never read from files)"
+            f"(the warehouse's PostgreSQL connection{whose}; secrets are never read from "
+            f"files){hint}"
         )
     port = _number(DBT_PG_ENV["port"], int, 1)
     if port is not None and port > 65535:
         raise SettingError(f"{DBT_PG_ENV['port']}={port} is not a port number (1-65535)")
+
+
+def dbt_pg_role(domain: str) -> str:
+    """``domain``'s warehouse role name (checked: SettingError naming the
+    variables when they are unset)."""
+    name = dbt_pg_role_env(domain)["user"]
+    if not (role := os.environ.get(name, "").strip()):
+        raise SettingError(f"domain {domain} has no warehouse role: set {name} in the environment")
+    return role
 
 
 def tool_settings() -> dict[str, Any]:

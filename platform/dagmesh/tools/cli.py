@@ -581,13 +581,62 @@ def prepare() -> None:
             continue
         try:
             manifest = project.prepare()
-        except DbtProjectError as error:
+        except (DbtProjectError, config.SettingError) as error:
             console.print(f"[red]✗[/] {name}: {escape(str(error))}")
             failed = True
             continue
         console.print(f"[green]✓[/] {name}: {manifest}")
     if failed:
         raise typer.Exit(1)
+
+
+warehouse_app = typer.Typer(
+    help="The PostgreSQL warehouse of the postgres dbt target.", no_args_is_help=True
+)
+app.add_typer(warehouse_app, name="warehouse")
+
+
+@warehouse_app.command("grants")
+def warehouse_grants(
+    domains: Annotated[
+        list[str] | None,
+        typer.Argument(help="Domains; default: every domain with a dbt project"),
+    ] = None,
+    apply: Annotated[
+        bool,
+        typer.Option(
+            "--apply",
+            help="Run it as DAGMESH_DBT_PG_ADMIN_USER (else print the SQL to run with psql)",
+        ),
+    ] = False,
+) -> None:
+    """One warehouse role per domain, owning only its schemas <domain> and
+    <domain>__ports: the roles' names from DAGMESH_DBT_PG_<DOMAIN>_USER;
+    nobody else may create in the database or read another domain's schemas."""
+    from dagmesh.engine.dbt import postgres
+    from dagmesh.engine.workspace import load_mesh
+
+    mesh = load_mesh()
+    if unknown := set(domains or []) - set(mesh):
+        console.print(f"[red]error:[/] no domain {sorted(unknown)} (domains: {sorted(mesh)})")
+        raise typer.Exit(2)
+    names = domains or sorted(n for n, d in mesh.items() if d.dbt_project_dir)
+    try:
+        roles = {name: config.dbt_pg_role(name) for name in names}
+        if not apply:
+            database = os.environ.get(config.DBT_PG_ENV["dbname"], "").strip() or "<database>"
+            print(postgres.grants_script(roles, database), end="")
+            return
+        done = postgres.apply_grants(roles)
+    except config.SettingError as error:
+        console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except Exception as error:  # psycopg2's, with PostgreSQL's message
+        console.print(f"[red]error:[/] the grants were not applied: {escape(str(error))}")
+        raise typer.Exit(1) from None
+    for sql in done:
+        console.print(f"[green]✓[/] {escape(sql)}")
+    console.print(f"applied for {', '.join(f'{d} ({r})' for d, r in sorted(roles.items()))}")
 
 
 @contextmanager

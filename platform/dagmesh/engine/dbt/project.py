@@ -171,7 +171,7 @@ class DomainDbtProject:
         parsing stays valid between runs."""
         state = self.state_dir(home, self.domain)
         (state / "tmp").mkdir(parents=True, exist_ok=True)
-        config.check_dbt_target_env()
+        config.check_dbt_target_env(self.domain)  # and this domain's own warehouse role
         profile = {
             self.profile_name: {
                 "target": selected_target(),

@@ -690,7 +690,8 @@ def _publish_built(
     objects = mesh.store().objects
     try:
         if on_postgres():
-            postgres.attach(con, read_only=True)  # before the lock: it loads an extension
+            # As the domain's role; before the lock: it loads an extension.
+            postgres.attach(con, domain.name, read_only=True)
         if objects is not None:  # the ports views read s3:// objects: the domain's identity
             objects.attach(con, domain.name)
         con.execute(f"ATTACH {literal(pinned.ports)} AS {PORTS_DATABASE} (READ_ONLY)")
