@@ -184,3 +184,24 @@ def test_preparing_again_never_leaves_readers_without_a_manifest(mesh_home: Path
     assert reads > 10
     after = json.loads(project.manifest_path.read_text())["metadata"]["generated_at"]
     assert after != before
+
+
+def test_a_process_that_moves_to_another_checkout_reads_that_checkouts_project(
+    tmp_path: Path, monkeypatch
+):
+    """The per-domain project object follows ``DAGMESH_PROJECT``: a test or a
+    tool that switches checkouts in one process never parses the other one."""
+    from dagmesh.declarations.product import Domain
+
+    for name in ("one", "two"):
+        project = tmp_path / name / "dbt_projects" / "shop"
+        project.mkdir(parents=True)
+        (project / "dbt_project.yml").write_text(f"name: shop_{name}\nprofile: shop\n")
+    domain = Domain("shop", "team:shop", "A shop.", dbt_project="dbt_projects/shop")
+    monkeypatch.setenv("DAGMESH_PROJECT", str(tmp_path / "one"))
+    first = dbt_project(domain)
+    assert dbt_project(domain) is first  # one object per checkout
+    monkeypatch.setenv("DAGMESH_PROJECT", str(tmp_path / "two"))
+    second = dbt_project(domain)
+    assert (first.name, second.name) == ("shop_one", "shop_two")
+    assert second.project_dir == tmp_path / "two" / "dbt_projects" / "shop"

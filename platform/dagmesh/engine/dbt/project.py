@@ -17,7 +17,6 @@ import sys
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +73,9 @@ class DomainDbtProject:
         settings = yaml.safe_load((self.project_dir / "dbt_project.yml").read_text()) or {}
         self.name: str = settings["name"]
         self.profile_name: str = settings.get("profile") or self.name
+        # By manifest path: the checkout and the target (DuckDB or postgres)
+        # decide which prepared manifest applies.
+        self._manifests: dict[Path, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
         return f"DomainDbtProject({self.domain!r}, {str(self.project_dir)!r})"
@@ -244,7 +246,7 @@ class DomainDbtProject:
                     f"compile:\n{_dbt_error(done.stdout + done.stderr)}"
                 )
             os.replace(parsed / "manifest.json", self.manifest_path)
-        self.__dict__.pop("manifest", None)
+        self._manifests.pop(self.manifest_path, None)
         return self.manifest_path
 
     def _shown_path(self) -> str:
@@ -272,10 +274,14 @@ class DomainDbtProject:
             self.prepare()
         return self.manifest_path
 
-    @cached_property
+    @property
     def manifest(self) -> dict[str, Any]:
-        """The prepared manifest (prepared on first use if missing)."""
-        return json.loads(self.ensure_prepared().read_text())
+        """The prepared manifest of the selected target (prepared on first use
+        if missing or stale), read once per target."""
+        path = self.manifest_path
+        if path not in self._manifests:
+            self._manifests[path] = json.loads(self.ensure_prepared().read_text())
+        return self._manifests[path]
 
     def product_nodes(self) -> dict[str, dict[str, Any]]:
         """Models, seeds and snapshots (not ephemeral) by product name
@@ -297,17 +303,22 @@ class DomainDbtProject:
         }
 
 
-_PROJECTS: weakref.WeakKeyDictionary[Domain, DomainDbtProject] = weakref.WeakKeyDictionary()
+_PROJECTS: weakref.WeakKeyDictionary[Domain, dict[Path, DomainDbtProject]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def dbt_project(domain: Domain) -> DomainDbtProject | None:
     """``domain``'s dbt project, or None when it has none (one object per
-    domain, so its manifest is read once)."""
+    domain and project root, so its manifest is read once; a process that
+    changes ``DAGMESH_PROJECT`` gets the other checkout's project)."""
     if not domain.dbt_project_dir:
         return None
-    if domain not in _PROJECTS:
-        _PROJECTS[domain] = DomainDbtProject(domain.name, domain.dbt_project_dir)
-    return _PROJECTS[domain]
+    by_root = _PROJECTS.setdefault(domain, {})
+    root = config.project_root()
+    if root not in by_root:
+        by_root[root] = DomainDbtProject(domain.name, domain.dbt_project_dir)
+    return by_root[root]
 
 
 def selected_target() -> str:
