@@ -39,7 +39,7 @@ converted_customers as (
     select
         ad_platform,
         'converted_customers' as audience,
-        sha256(email) as email_sha256,
+        {{ sha256_hex('email') }} as email_sha256,
         lead_id
     from members
     where converted
@@ -49,7 +49,7 @@ open_leads as (
     select
         ad_platform,
         'open_leads' as audience,
-        sha256(email) as email_sha256,
+        {{ sha256_hex('email') }} as email_sha256,
         lead_id
     from members
     where not converted
@@ -59,7 +59,7 @@ delayed_customers as (
     select
         members.ad_platform,
         'delayed_customers' as audience,
-        sha256(members.email) as email_sha256,
+        {{ sha256_hex('members.email') }} as email_sha256,
         members.lead_id
     from members
     inner join customers_with_delays
