@@ -18,8 +18,8 @@ then times ``dagmesh materialize --all``:
      (``DAGMESH_S3_<DOMAIN>_KEY_ID/_SECRET``);
    - dbt on DuckDB, as on the embedded profile; ``--dbt-target postgres``
      puts it on the ``postgres`` target, a second PostgreSQL cluster as the
-     warehouse (fails today: the marketing project's ``ad_audiences`` calls
-     ``sha256(email)``, which PostgreSQL has only for ``bytea``).
+     warehouse, each dbt domain with its own role (``dagmesh warehouse
+     grants --apply``, not timed).
 
 For each run: the wall time of the command, the peak RSS of its process tree
 (sum over the command and its descendants, sampled every 50 ms) and, for the
@@ -39,6 +39,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,7 @@ DETACHED = "detached"  # processes of the mesh outside the sampled trees
 MESH_GROUPS = ("materialize", DETACHED, "daemon")
 PROFILE_NAME = "bench"
 DOMAINS = ["sales", "shipping", "marketing", "customers", "finance"]
+DBT_DOMAINS = ["marketing", "finance"]
 LINKED = ["domains", "dbt_projects", "source_systems", "workspace.yaml"]
 
 
@@ -291,6 +293,35 @@ def register(env: dict[str, str], cwd: Path, log: Path) -> None:
         sys.exit(f"dagmesh register failed (exit {done.returncode}); see {log}")
 
 
+def warehouse_env(warehouse: Postgres) -> dict[str, str]:
+    """The warehouse's server, its admin (for the grants) and one role per dbt domain."""
+    env = {
+        "DAGMESH_DBT_PG_HOST": warehouse.host,
+        "DAGMESH_DBT_PG_PORT": str(warehouse.port),
+        "DAGMESH_DBT_PG_DB": warehouse.database,
+        "DAGMESH_DBT_PG_ADMIN_USER": warehouse.user,
+        "DAGMESH_DBT_PG_ADMIN_PASSWORD": warehouse.password,
+    }
+    for domain in DBT_DOMAINS:
+        env[f"DAGMESH_DBT_PG_{domain.upper()}_USER"] = f"{domain}_dbt"
+        env[f"DAGMESH_DBT_PG_{domain.upper()}_PASSWORD"] = "bench-" + secrets.token_hex(12)
+    return env
+
+
+def grants(env: dict[str, str], cwd: Path, log: Path) -> None:
+    """``dagmesh warehouse grants --apply``: the dbt domains' roles and schemas, not timed."""
+    with open(log, "w") as out:
+        done = subprocess.run(
+            [dagmesh_command(), "warehouse", "grants", "--apply"],
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    if done.returncode:
+        sys.exit(f"dagmesh warehouse grants failed (exit {done.returncode}); see {log}")
+
+
 def registered_products(home: Path) -> set[str]:
     """Every product of the registry under ``home`` (what both runs must publish)."""
     refs = set()
@@ -347,13 +378,8 @@ def run_production(work: Path, dbt_target: str) -> tuple[Run, dict[str, int], li
             **s3.env(),
         )
         if warehouse:
-            env.update(
-                DAGMESH_DBT_PG_HOST=warehouse.host,
-                DAGMESH_DBT_PG_PORT=str(warehouse.port),
-                DAGMESH_DBT_PG_USER=warehouse.user,
-                DAGMESH_DBT_PG_PASSWORD=warehouse.password,
-                DAGMESH_DBT_PG_DB=warehouse.database,
-            )
+            env.update(warehouse_env(warehouse))
+            grants(env, project, work / "production-grants.log")
         register(env, project, work / "production-register.log")
         with open(work / "daemon.log", "w") as out:
             daemon = subprocess.Popen(
@@ -457,9 +483,8 @@ def main() -> None:
         "--dbt-target",
         choices=["postgres", "embedded"],
         default="embedded",
-        help="dbt target of the production profile (default embedded, i.e. DuckDB: on "
-        "postgres the marketing project's ad_audiences fails, PostgreSQL has no "
-        "sha256(varchar))",
+        help="dbt target of the production profile (default embedded, i.e. DuckDB; "
+        "postgres: a second PostgreSQL cluster as the warehouse)",
     )
     parser.add_argument("--skip-embedded", action="store_true")
     args = parser.parse_args()

@@ -235,6 +235,19 @@ def test_a_bad_profile_setting_is_named(table: dict, message: str):
     assert message in str(error.value)
 
 
+def test_a_pyproject_that_is_not_toml_is_named_not_a_traceback(tmp_path: Path):
+    """A profile table declared twice (an easy slip when adding a profile)."""
+    (tmp_path / "workspace.yaml").write_text("load_from: []\n")
+    (tmp_path / "pyproject.toml").write_text(PROFILE + PROFILE)
+    env = {**os.environ, "DAGMESH_PROJECT": str(tmp_path), "DAGMESH_PROFILE": "production"}
+    env["DAGMESH_HOME"] = str(tmp_path / "home")
+    result = dagmesh(env, "materialize", "--all")
+    assert result.returncode == 2, flat(result)
+    assert f"{tmp_path / 'pyproject.toml'} is not valid TOML" in flat(result)
+    assert "Cannot declare ('tool', 'dagmesh', 'profiles', 'production') twice" in flat(result)
+    assert "Traceback" not in flat(result)
+
+
 def test_the_queue_limits_every_domain_and_lets_one_go_higher(project: dict, monkeypatch):
     monkeypatch.setenv("DAGMESH_PROJECT", str(project["root"]))
     monkeypatch.setenv("DAGMESH_PROFILE", "production")

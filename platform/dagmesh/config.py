@@ -33,7 +33,8 @@ MESH_RUN_LIMIT = 2
 
 
 class SettingError(DagmeshError, ValueError):
-    """An environment variable holds a value dagmesh cannot use."""
+    """An environment variable or a ``[tool.dagmesh]`` setting holds a value
+    dagmesh cannot use."""
 
 
 def _number(name: str, kind: type[int] | type[float], minimum: float) -> int | float | None:
@@ -278,7 +279,11 @@ def tool_settings() -> dict[str, Any]:
 
 @cache
 def _tool_settings(pyproject: Path, mtime_ns: int) -> dict[str, Any]:
-    return tomllib.loads(pyproject.read_text()).get("tool", {}).get("dagmesh", {})
+    try:
+        settings = tomllib.loads(pyproject.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise SettingError(f"{pyproject} is not valid TOML: {error}") from None
+    return settings.get("tool", {}).get("dagmesh", {})
 
 
 # ---------------------------------------------------------------------------
