@@ -23,6 +23,7 @@ import os
 import secrets
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -263,3 +264,58 @@ def test_the_instance_shows_each_products_published_version(production: dict, po
             assert event is not None, ref
             version = event.asset_materialization.metadata["dagmesh/version"].value
             assert f"/versions/{version}/" in ports.data(ref), ref
+
+
+VERSIONS_QUERY = """
+{ assetNodes { assetKey { path }
+    assetMaterializations(limit: 1) { runId
+      metadataEntries { label ... on TextMetadataEntry { text } } } } }
+"""
+
+
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["data"]
+
+
+def test_the_ui_over_the_postgresql_instance_shows_every_published_version(production: dict, ports):
+    """dagster-webserver on the domains' code servers and the PostgreSQL
+    instance: each product's latest materialization names the version its
+    S3 pointer holds, and chromium shows customer_360's."""
+    from tests.test_production_profile import _pages_in_chromium
+
+    env = production["env"]
+    port = free_port()
+    webserver = subprocess.Popen(
+        [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)]
+        + ["-w", str(Path(env["DAGMESH_PROJECT"]) / "workspace.grpc.yaml")],
+        cwd=env["DAGMESH_PROJECT"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        log = Path(env["DAGMESH_PROJECT"]) / "webserver.log"
+        _wait(lambda: _graphql(port, VERSIONS_QUERY)["assetNodes"], 120, "the webserver", log)
+        nodes = _graphql(port, VERSIONS_QUERY)["assetNodes"]
+        page = _pages_in_chromium(
+            f"http://127.0.0.1:{port}", {"production-mesh-c360": "/assets/customers/customer_360"}
+        )["production-mesh-c360"]
+    finally:
+        _stop(webserver)
+    shown = {}
+    for node in nodes:
+        ref = "/".join(node["assetKey"]["path"])
+        if ref in ALL_PRODUCTS and node["assetMaterializations"]:
+            entries = node["assetMaterializations"][0]["metadataEntries"]
+            shown[ref] = next(e.get("text") for e in entries if e["label"] == "dagmesh/version")
+    assert set(shown) == ALL_PRODUCTS
+    for ref, version in shown.items():
+        assert f"/versions/{version}/" in ports.data(ref), ref
+    assert "Latest materialization" in page
+    assert shown["customers/customer_360"] in page
