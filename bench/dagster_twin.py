@@ -85,22 +85,25 @@ def materialize_all(folder: Path, max_runs: int) -> int:
     graph = json.loads((folder / "graph.json").read_text())
     dagster = str(Path(sys.executable).with_name("dagster"))
     done: set[str] = set()
-    running: dict[int, tuple[str, list[str]]] = {}  # pid -> (domain, products)
+    # pid -> (process, domain, products); the Popen objects are kept so that
+    # subprocess never reaps them behind os.wait()'s back.
+    running: dict[int, tuple[subprocess.Popen, str, list[str]]] = {}
     while len(done) < len(graph):
-        busy = {domain for domain, _ in running.values()}
+        busy = {domain for _, domain, _ in running.values()}
         for domain, refs in _ready(graph, done, busy).items():
             if len(running) >= max_runs:
                 break
             command = [dagster, "asset", "materialize", "-f", str(folder / f"{domain}.py")]
             command += ["--select", ",".join(refs)]
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-            running[process.pid] = (domain, refs)
+            running[process.pid] = (process, domain, refs)
         if not running:
             print(f"nothing can run: {sorted(set(graph) - done)}", file=sys.stderr)
             return 1
         pid, status = os.wait()  # the next run to end: no polling
-        domain, refs = running.pop(pid)
-        if code := os.waitstatus_to_exitcode(status):
+        process, domain, refs = running.pop(pid)
+        process.returncode = code = os.waitstatus_to_exitcode(status)
+        if code:
             print(f"{domain}: dagster exited {code}", file=sys.stderr)
             return code
         done |= set(refs)
