@@ -37,7 +37,7 @@ postgres:
 
 # pytest exits non-zero when no test ran (exit code 5), and make stops on it.
 test: lint browser postgres
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: setup
 	$(BIN)/python bench/bench_mesh.py --scale $(or $(SCALE),1M)

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from dagster import AssetKey
+import json
+import shutil
+from pathlib import Path
 
-from dagmesh.orchestration.runner import downstream_counts, ready_products
+from dagster import AssetKey, DagsterInstance
+
+from dagmesh.orchestration.runner import (
+    _planned,
+    downstream_counts,
+    locations_needed,
+    ready_products,
+)
 
 A, B, C, D, E = (
     AssetKey(["sales", "a"]),
@@ -29,3 +38,42 @@ def test_a_domain_runs_once_when_its_inputs_from_other_domains_are_done():
 def test_the_product_blocking_the_most_goes_first():
     counts = downstream_counts(PARENTS)
     assert counts == {A: 3, B: 2, C: 2, D: 1, E: 0}
+
+
+def test_with_upstream_loads_only_the_domains_a_request_reads_from(mesh_home: Path):
+    """As the registry knows each product's inputs, transitively."""
+    weekly = locations_needed(["finance/weekly_delay_impact"], True)
+    assert weekly == {"finance", "sales", "shipping"}
+    assert locations_needed(["customers/customer_360"], True) == {
+        "customers",
+        "marketing",
+        "sales",
+        "shipping",
+    }
+    assert locations_needed(["sales/daily_revenue"], True) == {"sales"}
+    assert locations_needed(["finance/refunds", "sales/orders"], False) == {"finance", "sales"}
+    assert locations_needed([], True) is None  # everything
+
+
+def test_a_registration_behind_the_code_falls_back_to_every_location(
+    mesh_home: Path, tmp_path: Path, monkeypatch
+):
+    """finance's code reads shipping, its registration says it does not: the
+    narrowed workspace would cut delay_costs' upstream short, so every
+    location is loaded and shipping's products are planned too."""
+    registry = tmp_path / "registry"
+    shutil.copytree(mesh_home / "registry", registry)
+    document = json.loads((registry / "finance.json").read_text())
+    for product in document["products"].values():
+        product["consumes"] = [r for r in product["consumes"] if not r.startswith("shipping/")]
+    (registry / "finance.json").write_text(json.dumps(document))
+    monkeypatch.setenv("DAGMESH_REGISTRY", str(registry))
+    assert locations_needed(["finance/delay_costs"], True) == {"finance", "sales"}
+    with (
+        DagsterInstance.get() as instance,
+        _planned(instance, ["finance/delay_costs"], True) as (context, keys, _, _),
+    ):
+        loaded = set(context.create_request_context().get_code_location_entries())
+        assert {"finance", "sales", "shipping"} <= loaded
+        assert AssetKey(["shipping", "shipping_delays"]) in keys
+        assert AssetKey(["sales", "order_items"]) in keys

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,26 @@ class Registry:
         domain, _, name = ref.partition("/")
         entry = self.domain(domain)
         return entry.products.get(name) if entry else None
+
+    def upstream_domains(self, refs: Iterable[str]) -> set[str] | None:
+        """The domains of ``refs`` and of every product they read, transitively,
+        as registered; None when one of them is not registered or its
+        document cannot be read (then the registry cannot tell)."""
+        seen: set[str] = set()
+        todo = list(refs)
+        while todo:
+            ref = todo.pop()
+            if ref in seen:
+                continue
+            seen.add(ref)
+            try:
+                product = self.product(ref)
+            except MeshError:
+                return None
+            if product is None:
+                return None
+            todo.extend(product.consumes)
+        return {ref.split("/")[0] for ref in seen}
 
     def require(self, ref: str, consumer: str) -> ProductInterface:
         """The interface of ``ref``, which ``consumer`` consumes; a MeshError

@@ -39,6 +39,7 @@ from dagster_graphql.cli import execute_query
 from dagmesh import config
 from dagmesh.config import quiet_tools
 from dagmesh.engine.privacy import safe_error_text
+from dagmesh.engine.registry import Registry
 from dagmesh.engine.workspace import workspace_locations, workspace_subset
 from dagmesh.errors import DagmeshError
 from dagmesh.orchestration.dead_runs import DeadRun, sweep_dead_runs
@@ -133,10 +134,11 @@ def workspace_context(instance: DagsterInstance, only: Collection[str] | None = 
 
 
 def locations_needed(refs: list[str], with_upstream: bool) -> set[str] | None:
-    """The code locations a selection needs, or None for all of them: named
-    products without their upstream need only their own domains, so the
-    other code servers are not started."""
-    if not refs or with_upstream:
+    """The code locations a selection needs, or None for all of them, so the
+    other code servers are not started: named products need their own
+    domains and, with their upstream, the domains of every product they read
+    transitively, as the mesh registry knows them (None when it cannot tell)."""
+    if not refs:
         return None
     known = workspace_locations()
     domains = {ref.strip("/").split("/")[0] for ref in refs}
@@ -144,7 +146,35 @@ def locations_needed(refs: list[str], with_upstream: bool) -> set[str] | None:
         raise MaterializeError(
             f"no domain {sorted(unknown)[0]!r} in the workspace; domains: {sorted(known)}"
         )
-    return domains
+    if not with_upstream:
+        return domains
+    upstream = Registry(config.registry_dir()).upstream_domains(r.strip("/") for r in refs)
+    return None if upstream is None else (upstream & set(known)) | domains
+
+
+@contextmanager
+def _planned(instance: DagsterInstance, refs: list[str], with_upstream: bool):
+    """The workspace a request needs, loaded, with its plan (see :func:`_plan`):
+    only the code locations :func:`locations_needed` names, or all of them
+    when that proves too few (a product reads a domain its registration does
+    not list yet: its upstream would be cut short)."""
+    only = locations_needed(refs, with_upstream)
+    if only is not None:
+        with workspace_context(instance, only) as context:
+            plan = _plan(context, refs, with_upstream)
+            if not with_upstream or not _cut_short(context, plan[0], only):
+                yield context, *plan
+                return
+    with workspace_context(instance) as context:
+        yield context, *_plan(context, refs, with_upstream)
+
+
+def _cut_short(context: WorkspaceProcessContext, keys: list[AssetKey], loaded: set[str]) -> bool:
+    """True when a selected product reads one of a workspace location that
+    is not loaded (its upstream would end there)."""
+    graph = context.create_request_context().asset_graph
+    others = set(workspace_locations()) - loaded
+    return any(p.path[0] in others for k in keys for p in graph.get(k).parent_keys)
 
 
 def load_errors(context: WorkspaceProcessContext) -> dict[str, str]:
@@ -417,13 +447,11 @@ def materialize(
     max_runs = max_runs or config.max_runs()
     logging.getLogger("dagster.code_server").setLevel(logging.WARNING)
     refs = list(refs)
-    only = locations_needed(refs, with_upstream)
     with (
         DagsterInstance.get() as instance,
         _queue_ready(instance),
-        workspace_context(instance, only) as context,
+        _planned(instance, refs, with_upstream) as (context, keys, progress, step_of),
     ):
-        keys, progress, step_of = _plan(context, refs, with_upstream)
         outcome = Outcome(materialization_id or uuid.uuid4().hex[:12], list(map(product_ref, keys)))
         outcome.load_errors = {} if refs else load_errors(context)
         if on_selected:
