@@ -39,7 +39,6 @@ import contextlib
 import io
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -59,6 +58,7 @@ sys.path.insert(0, str(BENCH))
 
 from bench_mesh import dagmesh_command, generate, mib, parse_scale  # noqa: E402
 
+from tests.processes import stop, wait_until_ready  # noqa: E402
 from tests.servers import Postgres, SeaweedS3, postgres_server, s3_server  # noqa: E402
 
 SAMPLE_SECONDS = 0.05
@@ -264,25 +264,6 @@ def instance_runs(server: Postgres) -> list[tuple]:
 # ---------------------------------------------------------------------------
 
 
-def wait_for(ready, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if ready():
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def register(env: dict[str, str], cwd: Path, log: Path) -> None:
     """``dagmesh register`` (every domain's interfaces into the registry), not timed."""
     with open(log, "w") as out:
@@ -291,21 +272,6 @@ def register(env: dict[str, str], cwd: Path, log: Path) -> None:
         )
     if done.returncode:
         sys.exit(f"dagmesh register failed (exit {done.returncode}); see {log}")
-
-
-def warehouse_env(warehouse: Postgres) -> dict[str, str]:
-    """The warehouse's server, its admin (for the grants) and one role per dbt domain."""
-    env = {
-        "DAGMESH_DBT_PG_HOST": warehouse.host,
-        "DAGMESH_DBT_PG_PORT": str(warehouse.port),
-        "DAGMESH_DBT_PG_DB": warehouse.database,
-        "DAGMESH_DBT_PG_ADMIN_USER": warehouse.user,
-        "DAGMESH_DBT_PG_ADMIN_PASSWORD": warehouse.password,
-    }
-    for domain in DBT_DOMAINS:
-        env[f"DAGMESH_DBT_PG_{domain.upper()}_USER"] = f"{domain}_dbt"
-        env[f"DAGMESH_DBT_PG_{domain.upper()}_PASSWORD"] = "bench-" + secrets.token_hex(12)
-    return env
 
 
 def grants(env: dict[str, str], cwd: Path, log: Path) -> None:
@@ -378,7 +344,7 @@ def run_production(work: Path, dbt_target: str) -> tuple[Run, dict[str, int], li
             **s3.env(),
         )
         if warehouse:
-            env.update(warehouse_env(warehouse))
+            env.update(warehouse.warehouse_env(DBT_DOMAINS))
             grants(env, project, work / "production-grants.log")
         register(env, project, work / "production-register.log")
         with open(work / "daemon.log", "w") as out:
@@ -391,7 +357,7 @@ def run_production(work: Path, dbt_target: str) -> tuple[Run, dict[str, int], li
             )
         try:
             started = time.perf_counter()
-            wait_for(
+            wait_until_ready(
                 lambda: (
                     ("QUEUED_RUN_COORDINATOR",)
                     in instance_pg.query("SELECT daemon_type FROM daemon_heartbeats")

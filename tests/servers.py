@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +74,22 @@ class Postgres:
             "DAGMESH_PG_PASSWORD": self.password,
             "DAGMESH_PG_DB": self.database,
         }
+
+    def warehouse_env(self, domains: Iterable[str]) -> dict[str, str]:
+        """This cluster as dbt's warehouse, as dagmesh reads it: its address,
+        its admin (for ``dagmesh warehouse grants`` only) and one role per
+        dbt domain, ``<domain>_dbt``, with a password new to this process."""
+        env = {
+            "DAGMESH_DBT_PG_HOST": self.host,
+            "DAGMESH_DBT_PG_PORT": str(self.port),
+            "DAGMESH_DBT_PG_DB": self.database,
+            "DAGMESH_DBT_PG_ADMIN_USER": self.user,
+            "DAGMESH_DBT_PG_ADMIN_PASSWORD": self.password,
+        }
+        for domain in domains:
+            env[f"DAGMESH_DBT_PG_{domain.upper()}_USER"] = f"{domain}_dbt"
+            env[f"DAGMESH_DBT_PG_{domain.upper()}_PASSWORD"] = "role-" + secrets.token_hex(12)
+        return env
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Rows of ``sql`` in the database, through psycopg2 (no dagmesh code)."""

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagmesh.orchestration.runner import LAUNCH_RUN
 from tests.cli import BIN, dagmesh, flat, ok
 from tests.environment import environment
+from tests.processes import graphql, wait_until_ready
 from tests.servers import free_port
 
 PAUSE = """
@@ -177,23 +177,11 @@ def webserver(project: dict) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: _graphql(url, "{ version }", {}) is not None, 120, "the webserver")
+        wait_until_ready(lambda: graphql(url, "{ version }"), 120, "the webserver")
         yield url
     finally:
         process.terminate()
         process.wait(timeout=60)
-
-
-def _graphql(url: str, query: str, variables: dict) -> dict | None:
-    body = json.dumps({"query": query, "variables": variables}).encode()
-    request = urllib.request.Request(
-        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())
-    except OSError:
-        return None
 
 
 def _launch_from_the_launchpad(url: str, products: list[str], with_upstream: bool) -> dict:
@@ -207,7 +195,7 @@ def _launch_from_the_launchpad(url: str, products: list[str], with_upstream: boo
         },
         "runConfigData": {"ops": {"materialize_across_domains": {"config": config}}},
     }
-    return _graphql(url, LAUNCH_RUN, {"params": params})["data"]["launchRun"]
+    return graphql(url, LAUNCH_RUN, {"params": params})["data"]["launchRun"]
 
 
 def test_the_ui_materializes_a_product_with_its_upstream_across_domains(

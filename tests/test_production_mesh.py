@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -36,8 +34,9 @@ from tests import reconcile
 from tests.cli import BIN, dagmesh, flat, ok
 from tests.conftest import REPO, SCALE, TEST_PII_KEY
 from tests.environment import environment
+from tests.processes import graphql, stop, wait_until_ready
 from tests.reconcile import S3Ports
-from tests.servers import Postgres, SeaweedS3, free_port, postgres_server, s3_server
+from tests.servers import SeaweedS3, free_port, postgres_server, s3_server
 from tests.test_mesh_end_to_end import ALL_PRODUCTS
 
 DOMAINS = ["sales", "shipping", "marketing", "customers", "finance"]
@@ -52,22 +51,6 @@ dbt_target = "postgres"
 max_concurrent_runs = 2
 domain_run_limit = 1
 """
-
-
-def _warehouse_env(warehouse: Postgres) -> dict[str, str]:
-    """The warehouse's server, its admin (for the grants only) and each dbt
-    domain's own role with a password of this test run."""
-    env = {
-        "DAGMESH_DBT_PG_HOST": warehouse.host,
-        "DAGMESH_DBT_PG_PORT": str(warehouse.port),
-        "DAGMESH_DBT_PG_DB": warehouse.database,
-        "DAGMESH_DBT_PG_ADMIN_USER": warehouse.user,
-        "DAGMESH_DBT_PG_ADMIN_PASSWORD": warehouse.password,
-    }
-    for domain in DBT_DOMAINS:
-        env[f"DAGMESH_DBT_PG_{domain.upper()}_USER"] = f"{domain}_dbt"
-        env[f"DAGMESH_DBT_PG_{domain.upper()}_PASSWORD"] = "role-" + secrets.token_hex(12)
-    return env
 
 
 def _project(root: Path, s3: SeaweedS3) -> Path:
@@ -91,29 +74,6 @@ def _start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
         )
 
 
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _wait(ready, seconds: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if ready():
-                return
-        except Exception:
-            pass
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-            raise AssertionError(f"timed out waiting for {what}:\n{tail}")
-        time.sleep(0.5)
-
-
 def _code_servers(root: Path, env: dict, stack: ExitStack) -> None:
     """Each domain's gRPC code server, started from the commands
     ``dagmesh workspace --grpc`` writes into the workspace file."""
@@ -128,10 +88,10 @@ def _code_servers(root: Path, env: dict, stack: ExitStack) -> None:
     log = root / "code-servers.log"
     for index, command in enumerate(commands):
         server = _start(command.split()[1:], env, root / f"code-server-{index}.log")
-        stack.callback(_stop, server)
+        stack.callback(stop, server)
     for entry in entries:
         client = DagsterGrpcClient(port=entry["grpc_server"]["port"], host="127.0.0.1")
-        _wait(lambda c=client: c.ping("x"), 180, "the code servers", log)
+        wait_until_ready(lambda c=client: c.ping("x"), 180, "the code servers", log)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +118,7 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             "COLUMNS": "200",
             **instance_pg.env(),
             **s3.env(),
-            **_warehouse_env(warehouse),
+            **warehouse.warehouse_env(DBT_DOMAINS),
         }
         generate(home / "landing", scale=SCALE, seed=7)
         grants = ok(dagmesh(env, "warehouse", "grants", "--apply", *DBT_DOMAINS))
@@ -166,8 +126,8 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         ok(dagmesh(env, "register"))
         _code_servers(root, env, stack)
         daemon = _start(["daemon"], env, root / "daemon.log")
-        stack.callback(_stop, daemon)
-        _wait(
+        stack.callback(stop, daemon)
+        wait_until_ready(
             lambda: (
                 ("QUEUED_RUN_COORDINATOR",)
                 in instance_pg.query("SELECT daemon_type FROM daemon_heartbeats")
@@ -273,16 +233,6 @@ VERSIONS_QUERY = """
 """
 
 
-def _graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["data"]
-
-
 def test_the_ui_over_the_postgresql_instance_shows_every_published_version(production: dict, ports):
     """dagster-webserver on the domains' code servers and the PostgreSQL
     instance: each product's latest materialization names the version its
@@ -301,13 +251,15 @@ def test_the_ui_over_the_postgresql_instance_shows_every_published_version(produ
     )
     try:
         log = Path(env["DAGMESH_PROJECT"]) / "webserver.log"
-        _wait(lambda: _graphql(port, VERSIONS_QUERY)["assetNodes"], 120, "the webserver", log)
-        nodes = _graphql(port, VERSIONS_QUERY)["assetNodes"]
-        page = _pages_in_chromium(
-            f"http://127.0.0.1:{port}", {"production-mesh-c360": "/assets/customers/customer_360"}
-        )["production-mesh-c360"]
+        url = f"http://127.0.0.1:{port}"
+        nodes = wait_until_ready(
+            lambda: graphql(url, VERSIONS_QUERY)["data"]["assetNodes"], 120, "the webserver", log
+        )
+        page = _pages_in_chromium(url, {"production-mesh-c360": "/assets/customers/customer_360"})[
+            "production-mesh-c360"
+        ]
     finally:
-        _stop(webserver)
+        stop(webserver)
     shown = {}
     for node in nodes:
         ref = "/".join(node["assetKey"]["path"])

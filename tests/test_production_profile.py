@@ -12,8 +12,6 @@ import json
 import os
 import re
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
@@ -28,6 +26,7 @@ from dagmesh.config import Profile
 from dagmesh.orchestration.instance import dagster_yaml
 from tests.cli import BIN, dagmesh, flat, ok
 from tests.environment import environment
+from tests.processes import graphql, stop, wait_until_ready
 from tests.servers import Postgres, free_port, postgres_server
 
 PROFILE = """
@@ -131,10 +130,10 @@ def code_servers(project: dict) -> Iterator[dict[str, int]]:
     try:
         for port in project["ports"].values():
             client = DagsterGrpcClient(port=port, host="127.0.0.1")
-            _wait(lambda c=client: c.ping("x"), 120, log)
+            wait_until_ready(lambda c=client: c.ping("x"), 120, "the code servers", log)
         yield project["ports"]
     finally:
-        _stop(servers)
+        stop(*servers)
 
 
 @pytest.fixture(scope="module")
@@ -151,37 +150,16 @@ def daemon(project: dict, code_servers) -> Iterator[None]:
     try:
         # `dagmesh daemon` writes the instance's dagster.yaml before it starts.
         settings = Path(project["env"]["DAGSTER_HOME"]) / "dagster.yaml"
-        _wait(lambda: "QueuedRunCoordinator" in settings.read_text(), 60)
+        wait_until_ready(lambda: "QueuedRunCoordinator" in settings.read_text(), 60, "dagster.yaml")
         with _instance(project) as instance:
-            _wait(lambda: "QUEUED_RUN_COORDINATOR" in instance.get_daemon_heartbeats(), 120)
+            wait_until_ready(
+                lambda: "QUEUED_RUN_COORDINATOR" in instance.get_daemon_heartbeats(),
+                120,
+                "the daemon's queue",
+            )
         yield
     finally:
-        _stop([process])
-
-
-def _wait(ready, seconds: float, log: Path | None = None) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if ready():
-                return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise AssertionError(log.read_text()[-3000:] if log else "not ready") from None
-        if time.monotonic() > deadline:
-            raise AssertionError(log.read_text()[-3000:] if log else "not ready")
-        time.sleep(0.5)
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def _instance(project: dict) -> DagsterInstance:
@@ -453,24 +431,18 @@ def test_the_webserver_loads_the_domains_code_servers_and_shows_the_runs(
         "{ ... on Runs { results { status } } } }"
     )
 
-    def answer() -> dict:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/graphql",
-            data=json.dumps({"query": query}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())["data"]
-
     try:
-        _wait(answer, 120)
-        data = answer()
+        data = wait_until_ready(
+            lambda: graphql(f"http://127.0.0.1:{port}", query, timeout=10)["data"],
+            120,
+            "the webserver",
+        )
         pages = _pages_in_chromium(
             f"http://127.0.0.1:{port}",
             {"production-runs": "/runs", "production-weeks": "/assets/beta/weeks"},
         )
     finally:
-        _stop([webserver])
+        stop(webserver)
     # What an operator sees in the UI over the PostgreSQL instance.
     assert "beta" in pages["production-runs"] and "alpha" in pages["production-runs"]
     assert "Success" in pages["production-runs"]
