@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -77,3 +78,59 @@ def test_a_registration_behind_the_code_falls_back_to_every_location(
         assert {"finance", "sales", "shipping"} <= loaded
         assert AssetKey(["shipping", "shipping_delays"]) in keys
         assert AssetKey(["sales", "order_items"]) in keys
+
+
+def test_a_workspaces_code_servers_start_together_and_a_broken_one_is_named(
+    mesh_home: Path, tmp_path: Path
+):
+    """Two domains and a location whose code raises: the three code servers
+    start at the same moment (Dagster alone starts each once the previous
+    one has imported its code, a second or more apart), the two domains
+    load, the broken location's error is its own, and no server outlives
+    the workspace."""
+    import psutil
+    import yaml
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+    from dagmesh.orchestration.code_servers import loaded_workspace
+    from tests.conftest import REPO
+
+    broken = tmp_path / "broken_location.py"
+    broken.write_text("raise RuntimeError('this location is broken on purpose')\n")
+    entries = [
+        {"python_module": {"module_name": f"domains.{d}.definitions", "location_name": d}}
+        for d in ("sales", "shipping")
+    ]
+    entries.append({"python_file": {"relative_path": str(broken), "location_name": "broken"}})
+    for entry in entries:
+        next(iter(entry.values()))["working_directory"] = str(REPO)
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(yaml.safe_dump({"load_from": entries}))
+
+    def code_servers() -> list[psutil.Process]:
+        servers = []
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # one of an earlier test, gone
+                if child.pid not in earlier and "grpc" in " ".join(child.cmdline()):
+                    servers.append(child)
+        return servers
+
+    earlier = {p.pid for p in psutil.Process().children(recursive=True)}
+
+    with (
+        DagsterInstance.get() as instance,
+        loaded_workspace(instance, WorkspaceFileTarget(paths=[str(workspace)])) as context,
+    ):
+        servers = code_servers()
+        entries = context.create_request_context().get_code_location_entries()
+        errors = {name: e.load_error for name, e in entries.items() if e.load_error}
+        graph = context.create_request_context().asset_graph
+    assert len(servers) == 3, [p.cmdline() for p in servers]
+    started = sorted(p.create_time() for p in servers)
+    assert started[-1] - started[0] < 1.0, started
+    assert set(errors) == {"broken"}
+    assert "this location is broken on purpose" in errors["broken"].to_string()
+    assert AssetKey(["shipping", "shipping_delays"]) in graph.materializable_asset_keys
+    assert AssetKey(["sales", "orders"]) in graph.materializable_asset_keys
+    psutil.wait_procs(servers, timeout=60)
+    assert not [p for p in servers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

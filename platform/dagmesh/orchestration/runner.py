@@ -42,6 +42,7 @@ from dagmesh.engine.privacy import safe_error_text
 from dagmesh.engine.registry import Registry
 from dagmesh.engine.workspace import workspace_locations, workspace_subset
 from dagmesh.errors import DagmeshError
+from dagmesh.orchestration.code_servers import loaded_workspace
 from dagmesh.orchestration.dead_runs import DeadRun, sweep_dead_runs
 from dagmesh.orchestration.instance import QUEUE_DAEMON, ensure_dagster_home
 
@@ -128,8 +129,7 @@ def workspace_context(instance: DagsterInstance, only: Collection[str] | None = 
     with tempfile.TemporaryDirectory(prefix="dagmesh-workspace-") as folder:
         if only is not None:
             workspace = workspace_subset(Path(folder), only)
-        target = WorkspaceFileTarget(paths=[str(workspace)])
-        with WorkspaceProcessContext(instance, target) as context:
+        with loaded_workspace(instance, WorkspaceFileTarget(paths=[str(workspace)])) as context:
             yield context
 
 
