@@ -82,6 +82,11 @@ def reset_twin(home: Path) -> None:
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # The instance's SQLite storage created once, not timed: the first runs
+    # start at once, and several processes creating it together race on its
+    # schema ("alembic_version has more than one head").
+    create = "from dagster import DagsterInstance; DagsterInstance.get().dispose()"
+    subprocess.run([sys.executable, "-c", create], env=twin_env(home), check=True)
 
 
 def line(name: str, runs: list[Measurement]) -> str:

@@ -1,14 +1,19 @@
-"""Benchmark: what a with-upstream request pays to load the workspace, every
-code location against only those it reads from.
+"""Benchmark: what a request pays to load the workspace before its first run.
 
-``dagmesh materialize REF --with-upstream`` (and the UI's "Materialize with
-upstream across domains", the ``mesh`` job) loads the code locations before
-its first run: it used to load all of them; it now loads the domains the
-registry says REF reads from, transitively. This times that load (code
-servers started, asset graph read, servers stopped) both ways, alternating,
-``--repeat`` times, in a registered mesh (``dagmesh generate`` and ``dagmesh
-register`` first, not timed), and prints the medians and their ratio with
-the 1-minute load average at the start of each run. Run on demand::
+``dagmesh materialize`` (and the UI's "Materialize with upstream across
+domains", the ``mesh`` job) loads the code locations before it launches
+anything. Two levers are timed here, each load being code servers started,
+asset graph read, servers stopped:
+
+- all locations, one by one: Dagster's own ``WorkspaceProcessContext``,
+  which starts each code server once the previous one has loaded its code;
+- all locations, together: dagmesh's :func:`~dagmesh.orchestration.code_servers.loaded_workspace`;
+- needed only: together, and only the domains the registry says REF reads
+  from, transitively (what ``REF --with-upstream`` loads).
+
+They alternate, ``--repeat`` times, in a registered mesh (``dagmesh generate``
+and ``dagmesh register`` first, not timed); the medians and their ratios are
+printed with the 1-minute load average at the start of each run. Run on demand::
 
     .venv/bin/python bench/bench_workspace_load.py --ref finance/weekly_delay_impact
 """
@@ -35,15 +40,24 @@ def setup(home: Path) -> None:
         subprocess.run([dagmesh, *command], cwd=PROJECT, check=True, capture_output=True)
 
 
-def timed_load(only: set[str] | None) -> float:
-    """Seconds to load the workspace (``only`` those locations) and read its asset graph."""
+def timed_load(only: set[str] | None, one_by_one: bool = False) -> float:
+    """Seconds to load the workspace (``only`` those locations) and read its
+    asset graph; ``one_by_one``: as Dagster alone loads it."""
     from dagster import DagsterInstance
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
 
+    from dagmesh import config
     from dagmesh.orchestration.runner import workspace_context
 
     with DagsterInstance.get() as instance:
         started = time.perf_counter()
-        with workspace_context(instance, only) as context:
+        if one_by_one:
+            target = WorkspaceFileTarget(paths=[str(config.run_workspace_file())])
+            loading = WorkspaceProcessContext(instance, target)
+        else:
+            loading = workspace_context(instance, only)
+        with loading as context:
             graph = context.create_request_context().asset_graph
             assert graph.materializable_asset_keys
         return time.perf_counter() - started
@@ -66,18 +80,25 @@ def main() -> None:
     ensure_dagster_home()
     only = locations_needed([args.ref], with_upstream=True)
     print(f"{args.ref} --with-upstream needs {sorted(only or [])} (work folder {home})")
-    times: dict[str, list[float]] = {"all locations": [], "needed only": []}
-    loads: dict[str, list[float]] = {name: [] for name in times}
+    ways = {
+        "all, one by one": (None, True),
+        "all, together": (None, False),
+        "needed only": (only, False),
+    }
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    loads: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(args.repeat):
-        for name, subset in (("all locations", None), ("needed only", only)):
+        for name, (subset, one_by_one) in ways.items():
             loads[name].append(os.getloadavg()[0])
-            times[name].append(timed_load(subset))
+            times[name].append(timed_load(subset, one_by_one))
     for name, seconds in times.items():
         shown = ", ".join(f"{s:.2f}" for s in seconds)
         at = ", ".join(f"{v:.2f}" for v in loads[name])
-        print(f"{name:<14} median {statistics.median(seconds):6.2f}s  runs: {shown}; load: {at}")
-    ratio = statistics.median(times["needed only"]) / statistics.median(times["all locations"])
-    print(f"ratio needed/all: {ratio:.2f}x")
+        print(f"{name:<16} median {statistics.median(seconds):6.2f}s  runs: {shown}; load: {at}")
+    median = {name: statistics.median(seconds) for name, seconds in times.items()}
+    base = median["all, one by one"]
+    print(f"ratio all together / one by one: {median['all, together'] / base:.2f}x")
+    print(f"ratio needed only / all one by one: {median['needed only'] / base:.2f}x")
 
 
 if __name__ == "__main__":
