@@ -54,8 +54,10 @@ def _start_together(registry: GrpcServerRegistry, target: WorkspaceLoadTarget) -
     """Start the code server of each of ``target``'s managed locations, each
     in its own thread. The registry's public entry point holds its lock for
     the whole start of one server; holding that lock here instead keeps its
-    clean-up thread out while the threads start distinct entries. Without
-    the private method (another Dagster), the workspace starts them itself."""
+    clean-up thread out while the threads start distinct entries (each
+    server listens on its own socket file; on Windows, a port taken by a
+    sibling is retried by Dagster). Without the private method (another
+    Dagster), the workspace starts them itself."""
     origins = [o for o in target.create_origins() if registry.supports_origin(o)]
     start = getattr(registry, "_get_grpc_server_entry", None)
     if start is None or len(origins) < 2:
