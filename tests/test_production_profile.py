@@ -27,7 +27,7 @@ from dagmesh.orchestration.instance import dagster_yaml
 from tests.cli import BIN, dagmesh, flat, ok
 from tests.environment import environment
 from tests.processes import graphql, stop, wait_until_ready
-from tests.servers import Postgres, free_port, postgres_server
+from tests.servers import Postgres, free_port, free_port_range, postgres_server
 
 PROFILE = """
 [tool.dagmesh.profiles.production]
@@ -94,7 +94,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> dic
             env,
             "workspace",
             "--grpc",
-            f"--base-port={free_port()}",
+            f"--base-port={free_port_range(3)}",
             "--out",
             str(root / "workspace.grpc.yaml"),
         )
@@ -344,8 +344,10 @@ def test_a_cross_domain_materialization_goes_through_the_queue(
     # Beta's run waited for alpha's published calendar (wave by wave).
     assert by_domain["beta"][2] >= by_domain["alpha"][3]
 
-    # Each run ran in its domain's own code server.
+    # Each run ran in its domain's own code server. The daemon looks at the
+    # queue every second (Dagster's default, 5 s, is waited once per domain).
     with _instance(project) as instance:
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
         for domain, (run_id, *_) in by_domain.items():
             run = instance.get_run_by_id(run_id)
             origin = run.remote_job_origin.repository_origin.code_location_origin

@@ -54,6 +54,7 @@ WRITTEN_BY_DAGMESH = "# Written by dagmesh"
 # The run tag Dagster sets on every run: its code location, i.e. its domain.
 DOMAIN_RUN_TAG = "dagster/code_location"
 QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
+DEQUEUE_SECONDS = 1
 
 
 def dagster_yaml(profile: config.Profile | None = None) -> str:
@@ -68,6 +69,10 @@ def dagster_yaml(profile: config.Profile | None = None) -> str:
         settings["run_coordinator"] = {
             "module": "dagster._core.run_coordinator",
             "class": "QueuedRunCoordinator",
+            # Dagster's default looks at the queue every 5 s: a cross-domain
+            # materialization waits in it once per domain on its critical
+            # path. Once a second is one cheap query to the run storage.
+            "config": {"dequeue_interval_seconds": DEQUEUE_SECONDS},
         }
         # With a `concurrency` block (the pools above) Dagster takes the
         # queue's limits only from `concurrency: runs`.
