@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import pwd
+import random
 import secrets
 import shutil
 import socket
@@ -27,6 +28,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive TCP ports nobody listens on at
+    127.0.0.1, below the kernel's ephemeral range (32768 and up): the
+    processes of a test open client connections all the time, and each takes
+    an ephemeral port that a server told to listen there later could not bind."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 32_000 - count)
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError(f"no {count} consecutive free ports below 32000")
 
 
 def postgres_bin() -> Path:

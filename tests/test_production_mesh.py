@@ -36,7 +36,7 @@ from tests.conftest import REPO, SCALE, TEST_PII_KEY
 from tests.environment import environment
 from tests.processes import graphql, stop, wait_until_ready
 from tests.reconcile import S3Ports
-from tests.servers import SeaweedS3, free_port, postgres_server, s3_server
+from tests.servers import SeaweedS3, free_port, free_port_range, postgres_server, s3_server
 from tests.test_mesh_end_to_end import ALL_PRODUCTS
 
 DOMAINS = ["sales", "shipping", "marketing", "customers", "finance"]
@@ -80,7 +80,16 @@ def _code_servers(root: Path, env: dict, stack: ExitStack) -> None:
     from dagster._grpc.client import DagsterGrpcClient
 
     workspace = root / "workspace.grpc.yaml"
-    ok(dagmesh(env, "workspace", "--grpc", f"--base-port={free_port()}", "--out", str(workspace)))
+    ok(
+        dagmesh(
+            env,
+            "workspace",
+            "--grpc",
+            f"--base-port={free_port_range(len(DOMAINS) + 1)}",
+            "--out",
+            str(workspace),
+        )
+    )
     entries = yaml.safe_load(workspace.read_text())["load_from"]
     lines = workspace.read_text().splitlines()
     commands = [line.removeprefix("#   ") for line in lines if line.startswith("#   dagmesh ")]
