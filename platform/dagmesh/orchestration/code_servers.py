@@ -5,8 +5,9 @@ file one after the other: for each ``python_module``/``python_file`` entry
 its ``GrpcServerRegistry`` starts a code server and waits until that server
 has imported the location's code (dagster, pandas, dagster-dbt: 1–3 s each)
 before it starts the next. :func:`loaded_workspace` starts them all at once
-and hands the registry, already holding them, to the workspace: measured on
-2 cores, the five sample domains load in 9.0 s instead of 14.3–15.5 s.
+and hands the registry, already holding them, to the workspace: on 2 cores
+the five sample domains load in 10.0 s instead of 13.0 s (medians,
+bench/bench_workspace_load.py; the imports are CPU-bound, so not 5× faster).
 """
 
 from __future__ import annotations
