@@ -40,6 +40,7 @@ from bench_mesh import (  # noqa: E402
     mesh_env,
     mib,
     parse_scale,
+    register,
     reset_mesh,
 )
 from dagster_twin import write_twin  # noqa: E402
@@ -60,16 +61,6 @@ def mesh_graph(mesh: Path) -> dict[str, list[str]]:
         for spec in domain_specs(domain).values():
             graph[spec.ref] = sorted(spec.consumes)
     return graph
-
-
-def register(mesh: Path, log: Path) -> None:
-    """``dagmesh register`` (every domain's interfaces into the registry), not timed."""
-    with open(log, "w") as out:
-        done = subprocess.run(
-            [dagmesh_command(), "register"], env=mesh_env(mesh), stdout=out, stderr=out
-        )
-    if done.returncode:
-        sys.exit(f"dagmesh register failed (exit {done.returncode}); see {log}")
 
 
 def twin_env(home: Path) -> dict[str, str]:
