@@ -48,6 +48,7 @@ from dagmesh.engine.context import ProductContext
 from dagmesh.engine.dbt.project import dbt_project
 from dagmesh.engine.landing import attach_landing
 from dagmesh.engine.sql import ident, literal
+from dagmesh.engine.timestamps import define_timestamp_macros
 from dagmesh.engine.workspace import load_mesh
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -171,6 +172,9 @@ def render_model(con: duckdb.DuckDBPyConnection, model: DbtModel, home: Path) ->
         source=lambda domain, product: product_view(con, home, f"{domain}/{product}"),
         ref=lambda name: product_view(con, home, f"{model.domain}/{name}"),
         config=lambda **_: "",
+        # The sample projects' own macros, as they render on DuckDB
+        # (dbt_projects/marketing/macros/sha256_hex.sql, default__ variant).
+        sha256_hex=lambda expression: f"sha256({expression})",
     )
 
 
@@ -211,6 +215,8 @@ def run(home: Path, landing: Path) -> dict[str, float]:
     spill.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     con = duckdb.connect(":memory:", config={"temp_directory": str(spill)})
+    # The products' SQL calls the mesh's timestamp macros: the same SQL needs them.
+    define_timestamp_macros(con)
     try:
         for product in ordered_products(PROJECT / "workspace.yaml"):
             start = time.perf_counter()
