@@ -196,17 +196,7 @@ def generate(mesh: Path, scale: int, work: Path) -> None:
             print(f"landing: reusing {truth.parent} ({scale:,} orders)")
             return
     start = time.perf_counter()
-    log = work / "generate.log"
-    with open(log, "w") as out:
-        done = subprocess.run(
-            [dagmesh_command(), "generate", "--scale", str(scale)],
-            env=mesh_env(mesh),
-            cwd=PROJECT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    if done.returncode:
-        sys.exit(f"dagmesh generate failed (exit {done.returncode}); see {log}")
+    untimed_dagmesh(mesh, ["generate", "--scale", str(scale)], work / "generate.log")
     size = sum(f.stat().st_size for f in (mesh / "landing").rglob("*") if f.is_file())
     print(
         f"landing: generated {scale:,} orders in {time.perf_counter() - start:.1f}s "
@@ -216,16 +206,21 @@ def generate(mesh: Path, scale: int, work: Path) -> None:
 
 def register(mesh: Path, log: Path) -> None:
     """``dagmesh register`` (every domain's interfaces into the registry), not timed."""
+    untimed_dagmesh(mesh, ["register"], log)
+
+
+def untimed_dagmesh(mesh: Path, arguments: list[str], log: Path) -> None:
+    """Run ``dagmesh ARGUMENTS`` on ``mesh``, its output to ``log``; exit if it fails."""
     with open(log, "w") as out:
         done = subprocess.run(
-            [dagmesh_command(), "register"],
+            [dagmesh_command(), *arguments],
             env=mesh_env(mesh),
             cwd=PROJECT,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     if done.returncode:
-        sys.exit(f"dagmesh register failed (exit {done.returncode}); see {log}")
+        sys.exit(f"dagmesh {arguments[0]} failed (exit {done.returncode}); see {log}")
 
 
 def reset_mesh(mesh: Path) -> None:
