@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,10 +95,14 @@ class Postgres:
             "DAGMESH_PG_DB": self.database,
         }
 
-    def warehouse_env(self, domains: Iterable[str]) -> dict[str, str]:
+    def warehouse_env(
+        self, domains: Iterable[str], passwords: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         """This cluster as dbt's warehouse, as dagmesh reads it: its address,
         its admin (for ``dagmesh warehouse grants`` only) and one role per
-        dbt domain, ``<domain>_dbt``, with a password new to this process."""
+        dbt domain, ``<domain>_dbt``, with its password in ``passwords`` or
+        one new to this process."""
+        passwords = passwords or {}
         env = {
             "DAGMESH_DBT_PG_HOST": self.host,
             "DAGMESH_DBT_PG_PORT": str(self.port),
@@ -108,7 +112,9 @@ class Postgres:
         }
         for domain in domains:
             env[f"DAGMESH_DBT_PG_{domain.upper()}_USER"] = f"{domain}_dbt"
-            env[f"DAGMESH_DBT_PG_{domain.upper()}_PASSWORD"] = "role-" + secrets.token_hex(12)
+            env[f"DAGMESH_DBT_PG_{domain.upper()}_PASSWORD"] = passwords.get(
+                domain, "role-" + secrets.token_hex(12)
+            )
         return env
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:

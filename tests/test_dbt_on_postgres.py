@@ -57,18 +57,8 @@ def warehouse() -> Iterator[Postgres]:
 def _warehouse_env(server: Postgres) -> dict[str, str | None]:
     """The server, the admin role (only `warehouse grants --apply` reads it)
     and each domain's own role; the retired shared role's variables unset."""
-    env: dict[str, str | None] = {
-        "DAGMESH_DBT_PG_HOST": server.host,
-        "DAGMESH_DBT_PG_PORT": str(server.port),
-        "DAGMESH_DBT_PG_DB": server.database,
-        "DAGMESH_DBT_PG_ADMIN_USER": server.user,
-        "DAGMESH_DBT_PG_ADMIN_PASSWORD": server.password,
-        "DAGMESH_DBT_PG_USER": None,
-        "DAGMESH_DBT_PG_PASSWORD": None,
-    }
-    for domain, role in ROLES.items():
-        env[f"DAGMESH_DBT_PG_{domain.upper()}_USER"] = role
-        env[f"DAGMESH_DBT_PG_{domain.upper()}_PASSWORD"] = PASSWORDS[domain]
+    env: dict[str, str | None] = {**server.warehouse_env(ROLES, PASSWORDS)}
+    env.update({"DAGMESH_DBT_PG_USER": None, "DAGMESH_DBT_PG_PASSWORD": None})
     return env
 
 
