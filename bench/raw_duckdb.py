@@ -10,6 +10,11 @@ audits and no versioned publishing:
 - a consumed product is a view over the Parquet file written before it;
 - the product's SQL (or, for a Python product, its compute function given a
   :class:`dagmesh.engine.context.ProductContext`) computes the result;
+- a model product trains, evaluates and saves its model with the platform's
+  own :func:`dagmesh.engine.learning.stage_model` (the same fit; its output is
+  the feature card), a scoring product scores with
+  :func:`dagmesh.engine.learning.stage_scores` from the model file written
+  before it; scikit-learn gets every core, as a script would give it;
 - a model of a domain's dbt project (``dbt_project(domain)``) is its ``raw_code`` from
   the prepared manifest, rendered with jinja2 alone: ``source('sales',
   'orders')`` becomes a view over ``sales/orders``, ``ref('x')`` one over the
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -47,7 +53,9 @@ from dagmesh.declarations.product import Domain, Product
 from dagmesh.engine.context import ProductContext
 from dagmesh.engine.dbt.project import dbt_project
 from dagmesh.engine.landing import attach_landing
+from dagmesh.engine.learning import stage_model, stage_scores
 from dagmesh.engine.sql import ident, literal
+from dagmesh.engine.storage import DATA_FILE
 from dagmesh.engine.timestamps import define_timestamp_macros
 from dagmesh.engine.workspace import load_mesh
 
@@ -127,6 +135,35 @@ def output_file(home: Path, ref: str) -> Path:
     return home / domain / f"{name}.parquet"
 
 
+def model_folder(home: Path, ref: str) -> Path:
+    """Where the raw script saves the model product ``ref`` (model, card, profile)."""
+    domain, name = ref.split("/")
+    return home / domain / f"{name}_model"
+
+
+@dataclass
+class SavedModel:
+    """A model the raw script saved, as :func:`stage_scores` reads a published
+    version: its ``version`` name, ``has(file)`` and ``file(name)``."""
+
+    folder: Path
+    version: str = "raw"
+
+    def has(self, name: str) -> bool:
+        return (self.folder / name).is_file()
+
+    def file(self, name: str) -> str:
+        return str(self.folder / name)
+
+
+@dataclass
+class SavedModelRead:
+    """The shape of a granted read (:class:`dagmesh.engine.access.PortRead`)
+    of a saved model."""
+
+    version: SavedModel
+
+
 def product_relation(
     con: duckdb.DuckDBPyConnection, product: Product, home: Path, landing: Path
 ) -> duckdb.DuckDBPyRelation:
@@ -140,11 +177,19 @@ def product_relation(
     for alias, source in product.sources.items():
         quarantine = domain_dir / f"{product.name}_quarantine"
         attach_landing(con, product.ref, alias, source, landing, quarantine)
-    if product.sql is not None:
+    ctx = ProductContext(product, con, "raw", domain_dir, logging.getLogger("raw_duckdb"))
+    if product.training is not None:
+        staging = model_folder(home, product.ref)
+        staging.mkdir(parents=True, exist_ok=True)
+        stage_model(ctx, staging)
+        return con.sql(f"SELECT * FROM read_parquet({literal(staging / DATA_FILE)})")
+    if product.scoring is not None:
+        model = SavedModelRead(SavedModel(model_folder(home, product.scoring.model)))
+        relation, _drift, _record = stage_scores(ctx, model, domain_dir)
+    elif product.sql is not None:
         relation = con.sql(product.sql)
     else:
-        log = logging.getLogger("raw_duckdb")
-        result = product.compute(ProductContext(product, con, "raw", domain_dir, log))
+        result = product.compute(ctx)
         if not isinstance(result, duckdb.DuckDBPyRelation):
             con.register("__python_result", result)
             result = con.table("__python_result")
@@ -240,6 +285,9 @@ def main() -> None:
     if not landing.is_dir():
         parser.error(f"no landing folder {landing}; run `dagmesh generate` first")
     home.mkdir(parents=True, exist_ok=True)
+    # One build at a time here: scikit-learn's pools get every core (the
+    # platform shares them among the runs DAGMESH_MAX_RUNS lets go at once).
+    os.environ["DAGMESH_MAX_RUNS"] = "1"
     start = time.perf_counter()
     timings = run(home, landing)
     total = time.perf_counter() - start
