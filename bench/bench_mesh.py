@@ -10,7 +10,8 @@ then, ``--repeat`` times, from a clean state each time:
    one process.
 
 For each it measures the wall time and the peak RSS of the whole process tree
-(the sum over the process and all its descendants, sampled every 50 ms), and
+(the sum over the process and all its descendants, and over the code servers
+it started that left the tree, sampled every 50 ms), and
 prints the medians and, as the last line, their ratios. Run on demand, never
 in CI::
 
@@ -63,11 +64,16 @@ class Measurement:
 
 
 class TreeSampler(threading.Thread):
-    """Samples the summed RSS of a process and all its descendants."""
+    """Samples the summed RSS of a process and all its descendants, and of
+    the processes it started that left its tree: Dagster's code servers are
+    reparented to init, so with ``home`` every process started since the
+    root with ``DAGMESH_HOME=home`` (and its descendants) is counted too."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, home: str | None = None) -> None:
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
+        self.home = home
+        self.homes: dict[int, bool] = {}
         self.stop = threading.Event()
         self.peak_rss = 0
         self.peak_procs = 0
@@ -75,11 +81,39 @@ class TreeSampler(threading.Thread):
         self.cpu: dict[int, float] = {}
         self.seen: dict[int, psutil.Process] = {}
 
+    def _detached(self, tree: list[psutil.Process]) -> list[psutil.Process]:
+        """Processes of this run outside the root's tree, with their descendants."""
+        if self.home is None:
+            return []
+        inside = {proc.pid for proc in tree}
+        found = []
+        for proc in psutil.process_iter():
+            if proc.pid in inside or proc.pid == os.getpid() or not self._of_this_run(proc):
+                continue
+            try:
+                found += [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                continue
+        return list({proc.pid: proc for proc in found if proc.pid not in inside}.values())
+
+    def _of_this_run(self, proc: psutil.Process) -> bool:
+        """Started since the root, with ``DAGMESH_HOME=home`` (read once per pid)."""
+        if proc.pid not in self.homes:
+            try:
+                self.homes[proc.pid] = (
+                    proc.create_time() >= self.root.create_time()
+                    and proc.environ().get("DAGMESH_HOME") == self.home
+                )
+            except psutil.Error:
+                self.homes[proc.pid] = False
+        return self.homes[proc.pid]
+
     def sample(self) -> None:
         try:
             tree = [self.root, *self.root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return
+        tree += self._detached(tree)
         total = procs = 0
         for proc in tree:
             try:
@@ -130,7 +164,7 @@ def measure(command: list[str], env: dict[str, str], log: Path) -> Measurement:
         started = time.time()
         start = time.perf_counter()
         proc = subprocess.Popen(command, env=env, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT)
-        sampler = TreeSampler(proc.pid)
+        sampler = TreeSampler(proc.pid, env.get("DAGMESH_HOME"))
         sampler.start()
         proc.wait()
         wall = time.perf_counter() - start

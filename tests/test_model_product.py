@@ -20,6 +20,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from dagmesh import Column, Domain
+from dagmesh.config import MESH_JOB
 from dagmesh.declarations.contract import Contract, QualityRule, SchemaObject
 from dagmesh.declarations.spec import python_spec
 from dagmesh.engine.checks import AuditOutcome
@@ -34,7 +35,7 @@ from dagmesh.engine.learning import (
     training_profile,
 )
 from dagmesh.engine.storage import OutputPort
-from dagmesh.orchestration.assets import product_asset
+from dagmesh.orchestration.assets import product_asset, runs_going
 from dagmesh.orchestration.resources import MeshStorage
 from domains.shipping.products import shipping
 from tests.conftest import REPO, port_file, query
@@ -412,6 +413,27 @@ def test_any_classifier_works_and_scores_publish(lab_home: Path):
     scores = pd.read_parquet(_version(lab_home, "lab/late_scores").data_file)
     assert len(scores) == 2000 and scores["score"].between(0, 1).all()
     assert scores["score"][scores["id"] % 5 == 0].mean() > scores["score"].mean()
+
+
+def _started_run(instance: dg.DagsterInstance, job_name: str) -> None:
+    instance.add_run(dg.DagsterRun(job_name=job_name, status=dg.DagsterRunStatus.STARTED))
+
+
+def test_a_model_step_gets_the_cores_the_runs_going_leave_it(lab_home: Path):
+    """Alone, training and scoring use every core; next to another run
+    executing steps, their share; the mesh's own run, which only waits for
+    its domain runs, takes none. The version records what the step used."""
+    cores = os.cpu_count() or 1
+    assert _version(lab_home, "lab/late_model").info()["threads"] == cores
+    assert _version(lab_home, "lab/late_scores").info()["threads"] == cores
+    with dg.instance_for_test() as instance:
+        _started_run(instance, MESH_JOB)
+        assert runs_going(instance) == 1
+        _started_run(instance, "sales_job")
+        assert runs_going(instance) == 1  # the other domain's; the training run makes two
+        result = _materialize([_lab().products["late_model"]], lab_home, instance)
+        assert result.success
+    assert _version(lab_home, "lab/late_model").info()["threads"] == max(1, cores // 2)
 
 
 @pytest.mark.parametrize(

@@ -203,7 +203,7 @@ def _build(
                 )
             )
         ctx = ProductContext(product, con, run_id, mesh.domain_dir(product.domain), log, grant)
-        result = _stage(ctx, staging, scans, inputs, reads)
+        result = _stage(ctx, staging, scans, inputs, reads, mesh.model_threads)
         if result.outcomes and not result.outcomes[0].passed:
             return result
         result.quarantined = _quarantine_counts(con, scans)
@@ -232,20 +232,24 @@ def _stage(
     scans: list[LandingScan],
     inputs: dict[str, str],
     reads: dict[str, PortRead],
+    threads: int | None = None,
 ) -> BuildResult:
     """Compute the product and write its declared columns to staging, once
     its schema checks out (the result's first outcome). A model product
     trains and stages its model; a scoring product scores with the pinned
-    model version (its drift check is a further, non-blocking outcome)."""
+    model version (its drift check is a further, non-blocking outcome);
+    both with ``threads`` for scikit-learn."""
     product = ctx.product
     spec = python_spec(product)
     try:
         if product.training is not None:
-            staged = stage_model(ctx, staging)
+            staged = stage_model(ctx, staging, threads)
             return BuildResult(spec, inputs=inputs, metrics=staged.metrics, record=staged.record)
         drift, record = None, {}
         if product.scoring is not None:
-            relation, drift, record = stage_scores(ctx, reads[product.scoring.alias], staging)
+            relation, drift, record = stage_scores(
+                ctx, reads[product.scoring.alias], staging, threads
+            )
         else:
             relation = _compute(ctx)
         # Before writing: a missing column would fail the write below.

@@ -216,28 +216,34 @@ def _importance(model: Any, x: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
     return {name: float(v) for name, v in zip(x.columns, found.importances_mean, strict=True)}
 
 
-def model_threads() -> int:
+def model_threads(runs_going: int | None = None) -> int:
     """Threads of scikit-learn's OpenMP and BLAS pools in a step: the cores
-    shared among the runs that may go at once (:func:`dagmesh.config.max_runs`,
-    default one per core, so one thread). Their own default, a thread per
-    core in every step, spins when other runs hold the cores: on 2 busy
-    cores, 3 fits of a 5,000-row HistGradientBoostingClassifier took 31-41 s
-    against 1-2 s with one thread."""
-    return max(1, (os.cpu_count() or 1) // config.max_runs())
+    shared among ``runs_going``, the runs executing steps now (the
+    orchestration counts them in the Dagster instance, this one included),
+    so a model trained while nothing else runs gets every core; without the
+    count, shared among the runs that may go at once
+    (:func:`dagmesh.config.max_runs`, default one per core, so one thread).
+    Their own default, a thread per core in every step whatever else runs,
+    spins when other runs hold the cores: on 2 busy cores, 3 fits of a
+    5,000-row HistGradientBoostingClassifier took 31-41 s against 1-2 s with
+    one thread."""
+    return max(1, (os.cpu_count() or 1) // (runs_going or config.max_runs()))
 
 
 @contextmanager
-def _thread_limit() -> Iterator[None]:
+def _thread_limit(threads: int) -> Iterator[None]:
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=model_threads()):
+    with threadpool_limits(limits=threads):
         yield
 
 
-def stage_model(ctx: ProductContext, staging: Any) -> StagedModel:
+def stage_model(ctx: ProductContext, staging: Any, threads: int | None = None) -> StagedModel:
     """Train ``ctx.product``'s model on the rows before the holdout, evaluate
     it on the holdout, and stage ``model.skops``, the feature card
-    (``data.parquet``) and the training profile (``profile.parquet``)."""
+    (``data.parquet``) and the training profile (``profile.parquet``), with
+    ``threads`` for scikit-learn (default :func:`model_threads`)."""
+    threads = threads or model_threads()
     import skops.io
 
     product = ctx.product
@@ -249,7 +255,7 @@ def stage_model(ctx: ProductContext, staging: Any) -> StagedModel:
     x, y = frame[[n for n, _ in features]], frame["__target"].to_numpy(dtype=bool)
     model = _pipeline(features, _estimator(product.ref, training.estimator))
     clock.lap("query")
-    with _thread_limit():
+    with _thread_limit(threads):
         model.fit(x[train], y[train])
         clock.lap("fit")
         positive = list(model.classes_).index(True)
@@ -281,6 +287,7 @@ def stage_model(ctx: ProductContext, staging: Any) -> StagedModel:
         "model_file": MODEL_FILE,
         "trusted_types": trusted,
         "seconds": clock.laps,
+        "threads": threads,
     }
     return StagedModel(metrics, record)
 
@@ -437,11 +444,13 @@ def model_files(read: PortRead) -> list[Any]:
 
 
 def stage_scores(
-    ctx: ProductContext, read: PortRead, staging: Any
+    ctx: ProductContext, read: PortRead, staging: Any, threads: int | None = None
 ) -> tuple[duckdb.DuckDBPyRelation, AuditOutcome, dict[str, Any]]:
     """Score the rows of ``ctx.product``'s query with the model version
-    ``read`` pinned; returns the scored relation (declared columns, score,
-    model version), the drift check's outcome and the version record."""
+    ``read`` pinned (``threads`` for scikit-learn, default
+    :func:`model_threads`); returns the scored relation (declared columns,
+    score, model version), the drift check's outcome and the version record."""
+    threads = threads or model_threads()
     product = ctx.product
     scoring = product.scoring
     version = read.version.version
@@ -474,7 +483,7 @@ def stage_scores(
     x = ctx.con.sql(feature_select(features, "__rows ORDER BY __row")).df()
     clock.lap("query")
     positive = list(model.classes_).index(True)
-    with _thread_limit():
+    with _thread_limit(threads):
         scores = model.predict_proba(x)[:, positive] if len(x) else np.array([], dtype=float)
     ctx.con.register("__scores", pd.DataFrame({"__row": np.arange(1, len(x) + 1), "s": scores}))
     columns = ", ".join(f"r.{ident(c)}" for c in passed_through)
@@ -493,6 +502,7 @@ def stage_scores(
         "model_version": version,
         "drift": drift.metadata.get("psi", {}),
         "seconds": clock.laps,
+        "threads": threads,
     }
     return scored, drift, record
 

@@ -364,6 +364,8 @@ class MeshStore:
     keep_versions: int = 5
     memory_limit: str | None = None
     threads: int | None = None
+    # scikit-learn's threads in a model or scoring step (None: learning.model_threads()).
+    model_threads: int | None = None
     pii_key: str | None = field(default=None, repr=False)
     # Ports on object storage (a dagmesh.engine.objectstore.ObjectStore, duck-typed:
     # that module builds on this one); None keeps them on the local disk.

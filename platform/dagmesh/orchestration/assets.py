@@ -1,5 +1,6 @@
 """Turning a product description into a Dagster asset."""
 
+import dataclasses
 import json
 import warnings
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from dagmesh.declarations.spec import python_spec
 from dagmesh.engine.build import BuildResult, build_product
 from dagmesh.engine.checks import audit_checks
 from dagmesh.engine.contracts.rules import quality_checks
-from dagmesh.engine.learning import DRIFT_CHECK
+from dagmesh.engine.learning import DRIFT_CHECK, model_threads
 from dagmesh.engine.privacy import failure_message
 from dagmesh.errors import DagmeshError
 from dagmesh.orchestration.resources import MeshStorage
@@ -178,6 +179,14 @@ def _tags(product: Product) -> dict[str, str]:
     return {**tags, **product.tags}
 
 
+def runs_going(instance: dg.DagsterInstance) -> int:
+    """Runs executing steps now, the asking one included (at least 1): the
+    mesh's own cross-domain run only waits for its domain runs, so it is
+    not counted."""
+    runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    return max(1, sum(1 for run in runs if run.job_name != config.MESH_JOB))
+
+
 def product_asset(product: Product, contract: Contract | None = None) -> dg.AssetsDefinition:
     """The Dagster asset of a product: key ``[domain, name]``, deps on what it
     consumes, blocking audit checks and the contract's quality rules, its
@@ -201,8 +210,12 @@ def product_asset(product: Product, contract: Contract | None = None) -> dg.Asse
     def _product(
         context: dg.AssetExecutionContext, mesh: MeshStorage
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        store = mesh.store()
+        if product.training is not None or product.scoring is not None:
+            threads = model_threads(runs_going(context.instance))
+            store = dataclasses.replace(store, model_threads=threads)
         try:
-            result = build_product(product, mesh.store(), context.run.run_id, context.log, contract)
+            result = build_product(product, store, context.run.run_id, context.log, contract)
         except DagmeshError as error:
             # A clear message for the run's failure, not a stack trace wrapper.
             raise dg.Failure(description=str(error)) from None
