@@ -19,27 +19,24 @@ import duckdb
 MIN_OFFSET_MINUTES = -12 * 60
 MAX_OFFSET_MINUTES = 14 * 60
 
-# try_cast, not ::INTEGER: DuckDB 1.4 may evaluate both sides of the OR in
-# dagmesh_offset_ok, and '' (no offset) must not fail the cast there. The
-# regex admits only digits, so a non-empty offset always casts.
-# The trailing offset after a time of day: +HH, +HHMM or +HH:MM ('' if none or Z).
-_OFFSET = r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*([+-]\d{2}(?::?\d{2})?)$"
+# The trailing offset after a time of day, as ::TIMESTAMPTZ reads it: +HH,
+# +HHMM or +HH:MM (none, or Z, is UTC).
+_TIME = r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*"
+# Those outside MIN..MAX_OFFSET_MINUTES or with minutes of 60 or more, as one
+# regular expression: one match per value (RE2 has no look-ahead, so the
+# complement of the allowed offsets is spelled out).
+_IMPOSSIBLE_OFFSET = (
+    r"(\+(1[5-9]|[2-9]\d)(:?\d{2})?"  # +15 and beyond
+    r"|-(1[3-9]|[2-9]\d)(:?\d{2})?"  # -13 and beyond
+    r"|[+-]\d{2}:?[6-9]\d"  # minutes 60-99
+    r"|\+14:?(0[1-9]|[1-5]\d)"  # past +14:00
+    r"|-12:?(0[1-9]|[1-5]\d))$"  # past -12:00
+)
+assert (MIN_OFFSET_MINUTES, MAX_OFFSET_MINUTES) == (-12 * 60, 14 * 60), "update the expression"
 
 MACROS = f"""
-CREATE OR REPLACE TEMP MACRO dagmesh_utc_offset(s) AS
-    regexp_extract(trim(s::VARCHAR), '{_OFFSET}', 1);
-CREATE OR REPLACE TEMP MACRO dagmesh_offset_minutes(o) AS
-    (CASE WHEN o[1] = '-' THEN -1 ELSE 1 END)
-    * (coalesce(try_cast(o[2:3] AS INTEGER), 0) * 60
-       + coalesce(try_cast(nullif(replace(o[4:], ':', ''), '') AS INTEGER), 0));
 CREATE OR REPLACE TEMP MACRO dagmesh_offset_ok(s) AS
-    dagmesh_utc_offset(s) = ''
-    OR (
-        coalesce(try_cast(nullif(replace(dagmesh_utc_offset(s)[4:], ':', ''), '') AS INTEGER), 0)
-            < 60
-        AND dagmesh_offset_minutes(dagmesh_utc_offset(s))
-            BETWEEN {MIN_OFFSET_MINUTES} AND {MAX_OFFSET_MINUTES}
-    );
+    NOT regexp_matches(trim(s::VARCHAR), '{_TIME}{_IMPOSSIBLE_OFFSET}');
 CREATE OR REPLACE TEMP MACRO try_utc_timestamp(s) AS
     CASE WHEN dagmesh_offset_ok(s) THEN timezone('UTC', try_cast(s AS TIMESTAMPTZ)) END;
 CREATE OR REPLACE TEMP MACRO utc_timestamp(s) AS
