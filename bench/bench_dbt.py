@@ -65,7 +65,12 @@ def plain_profile(mesh: Path, plain: Path, domain: str) -> tuple[Path, Path]:
     shutil.copy(state / "ports.duckdb", plain / "ports.duckdb")
     output["path"] = str(plain / "warehouse.duckdb")
     output["attach"] = [{"path": str(plain / "ports.duckdb"), "alias": "ports", "read_only": True}]
-    output["settings"] = {**output["settings"], "temp_directory": str(plain / "tmp")}
+    # Same DuckDB settings (memory limit), its own spill folder; no grant
+    # plugin: locking DuckDB to what a step may read is dagmesh's.
+    options = output.get("config_options") or output.get("settings") or {}
+    output.pop("settings", None)
+    output["config_options"] = {**options, "temp_directory": str(plain / "tmp")}
+    output.pop("plugins", None)
     profile = {project.profile_name: {"target": "plain", "outputs": {"plain": output}}}
     (plain / "profiles.yml").write_text(yaml.safe_dump(profile))
     return plain, project.project_dir
