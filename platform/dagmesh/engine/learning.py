@@ -451,8 +451,7 @@ def stage_scores(
     :func:`model_threads`); returns the scored relation (declared columns,
     score, model version), the drift check's outcome and the version record."""
     threads = threads or model_threads()
-    product = ctx.product
-    scoring = product.scoring
+    product, scoring = ctx.product, ctx.product.scoring
     version = read.version.version
     if not read.version.has(MODEL_FILE):
         raise ScoringInputError(
@@ -464,8 +463,7 @@ def stage_scores(
     clock = _Clock()
     model = load_model(blob.fetchall()[0][0], f"{scoring.model} version {version}")
     clock.lap("load_model")
-    card = ctx.sql(f"SELECT feature, type FROM {ident(scoring.alias)}").fetchall()
-    features = [(name, type_name) for name, type_name in card]
+    features = ctx.sql(f"SELECT feature, type FROM {ident(scoring.alias)}").fetchall()
     relation = ctx.sql(product.sql)
     added = (scoring.score_column, MODEL_VERSION_COLUMN)
     passed_through = [c.name for c in product.columns if c.name not in added]
