@@ -62,6 +62,12 @@ class MeshStorage(dg.ConfigurableResource):
         """Where source systems drop raw files."""
         return self.store().landing_path
 
+    @property
+    def model_threads(self) -> int | None:
+        """scikit-learn's threads in a model step: not set here (the asset
+        counts the runs going; else :func:`dagmesh.engine.learning.model_threads`)."""
+        return self.store().model_threads
+
     def port(self, domain: str, product: str, reader: str | None = None) -> OutputPort:
         """The output port of ``domain/product`` (read as ``reader``'s domain)."""
         return self.store().port(domain, product, reader)
