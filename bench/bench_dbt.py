@@ -67,9 +67,7 @@ def plain_profile(mesh: Path, plain: Path, domain: str) -> tuple[Path, Path]:
     output["attach"] = [{"path": str(plain / "ports.duckdb"), "alias": "ports", "read_only": True}]
     # Same DuckDB settings (memory limit), its own spill folder; no grant
     # plugin: locking DuckDB to what a step may read is dagmesh's.
-    options = output.get("config_options") or output.get("settings") or {}
-    output.pop("settings", None)
-    output["config_options"] = {**options, "temp_directory": str(plain / "tmp")}
+    output["config_options"] = {**output["config_options"], "temp_directory": str(plain / "tmp")}
     output.pop("plugins", None)
     profile = {project.profile_name: {"target": "plain", "outputs": {"plain": output}}}
     (plain / "profiles.yml").write_text(yaml.safe_dump(profile))

@@ -60,6 +60,8 @@ from dagmesh.engine.timestamps import define_timestamp_macros
 from dagmesh.engine.workspace import load_mesh
 
 PROJECT = Path(__file__).resolve().parents[1]
+# One build at a time here: scikit-learn gets every core, as a script gives it.
+THREADS = os.cpu_count() or 1
 TIMINGS_FILE = "_timings.json"
 
 
@@ -181,11 +183,11 @@ def product_relation(
     if product.training is not None:
         staging = model_folder(home, product.ref)
         staging.mkdir(parents=True, exist_ok=True)
-        stage_model(ctx, staging)
+        stage_model(ctx, staging, THREADS)
         return con.sql(f"SELECT * FROM read_parquet({literal(staging / DATA_FILE)})")
     if product.scoring is not None:
         model = SavedModelRead(SavedModel(model_folder(home, product.scoring.model)))
-        relation, _drift, _record = stage_scores(ctx, model, domain_dir)
+        relation, _drift, _record = stage_scores(ctx, model, domain_dir, THREADS)
     elif product.sql is not None:
         relation = con.sql(product.sql)
     else:
@@ -285,9 +287,6 @@ def main() -> None:
     if not landing.is_dir():
         parser.error(f"no landing folder {landing}; run `dagmesh generate` first")
     home.mkdir(parents=True, exist_ok=True)
-    # One build at a time here: scikit-learn's pools get every core (the
-    # platform shares them among the runs DAGMESH_MAX_RUNS lets go at once).
-    os.environ["DAGMESH_MAX_RUNS"] = "1"
     start = time.perf_counter()
     timings = run(home, landing)
     total = time.perf_counter() - start

@@ -66,7 +66,7 @@ class MeshStorage(dg.ConfigurableResource):
     def model_threads(self) -> int | None:
         """scikit-learn's threads in a model step: not set here (the asset
         counts the runs going; else :func:`dagmesh.engine.learning.model_threads`)."""
-        return self.store().model_threads
+        return None
 
     def port(self, domain: str, product: str, reader: str | None = None) -> OutputPort:
         """The output port of ``domain/product`` (read as ``reader``'s domain)."""
